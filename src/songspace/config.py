@@ -1,0 +1,313 @@
+"""Typed, frozen views of params.yaml.
+
+`load()` reads params.yaml into a `Params` tree of frozen dataclasses. Every key must be
+known: a typo in params.yaml is an error naming the key and the valid ones, not a silently
+ignored setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml does not describe a valid configuration."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "corpus"
+    audio_dir: str | None = None
+    labels: str = "folders"
+    quartets: str | None = None
+    min_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    classes: tuple[str, ...] = ("bach", "palestrina", "monteverdi", "reel", "jig", "hornpipe")
+    pieces_per_class: int = 40
+    bars: int = 16
+    max_seconds: float = 30.0
+    sample_rate: int = 16000
+    programs: tuple[int, ...] = (0, 24, 40, 48, 56, 73)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    test_fraction: float = 0.3
+    val_fraction: float = 0.15
+
+
+@dataclass(frozen=True)
+class GroundTruthParams:
+    test_quartets: int = 2000
+    val_quartets: int = 500
+    train_triplets: int = 4000
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    segment_seconds: float = 3.0
+    segments_per_track: int = 4
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.segment_seconds * self.sample_rate))
+
+    @property
+    def frames(self) -> int:
+        """Frames of one segment's log-mel (torchaudio's centred STFT)."""
+        return self.segment_samples // self.hop_length + 1
+
+
+@dataclass(frozen=True)
+class PitchShiftParams:
+    p: float = 0.5
+    max_semitones: float = 2.0
+
+
+@dataclass(frozen=True)
+class TimeStretchParams:
+    p: float = 0.5
+    max_change: float = 0.15
+
+
+@dataclass(frozen=True)
+class ResampleParams:
+    p: float = 0.3
+    min_rate: int = 6000
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    p: float = 1.0
+    strength: float = 0.5
+
+
+@dataclass(frozen=True)
+class RandomMaskParams:
+    p: float = 0.2
+
+
+@dataclass(frozen=True)
+class TimeMaskParams:
+    p: float = 0.5
+    max_frames: int = 12
+    count: int = 2
+
+
+@dataclass(frozen=True)
+class FreqMaskParams:
+    p: float = 0.5
+    max_bins: int = 8
+    count: int = 2
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    views: int = 2
+    pitch_shift: PitchShiftParams = field(default_factory=PitchShiftParams)
+    time_stretch: TimeStretchParams = field(default_factory=TimeStretchParams)
+    resample: ResampleParams = field(default_factory=ResampleParams)
+    noise: NoiseParams = field(default_factory=NoiseParams)
+    random_mask: RandomMaskParams = field(default_factory=RandomMaskParams)
+    time_mask: TimeMaskParams = field(default_factory=TimeMaskParams)
+    freq_mask: FreqMaskParams = field(default_factory=FreqMaskParams)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 15
+    lr: float = 1e-3
+    batch_size: int | None = None
+    margin: float = 0.2
+    weight_decay: float = 0.0
+    patience: int = 5
+    mining: str = "none"
+    temperature: float = 0.1
+    projection_dim: int = 64
+    steps_per_epoch: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """One model's hyper-parameters; which fields matter depends on `arch`."""
+
+    arch: str
+    channels: tuple[int, ...] = ()
+    fc: tuple[int, ...] = ()
+    kernel: int = 3
+    block_pool: int = 2
+    pool: int = 2
+    dropout: float = 0.25
+    depth: int = 18
+    batch_size: int = 128
+    embedding_dim: int = 128
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    minkowski_p: float = 3.0
+    bootstrap: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    distance: str = "best"
+    scaler: str = "best"
+    approximate_above: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    model: str = "model3"
+    loss: str = "triplet"
+    data: DataParams = field(default_factory=DataParams)
+    corpus: CorpusParams = field(default_factory=CorpusParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    groundtruth: GroundTruthParams = field(default_factory=GroundTruthParams)
+    features: FeatureParams = field(default_factory=FeatureParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    models: dict[str, ModelParams] = field(default_factory=dict)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    index: IndexParams = field(default_factory=IndexParams)
+
+    @property
+    def model_params(self) -> ModelParams:
+        """The hyper-parameters of the selected model."""
+        if self.model not in self.models:
+            raise ConfigError(
+                f"model '{self.model}' is not configured; choose one of: "
+                f"{', '.join(sorted(self.models))}"
+            )
+        return self.models[self.model]
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size or self.model_params.batch_size
+
+
+LOSSES = ("triplet", "contrastive")
+SOURCES = ("corpus", "folder")
+MINING = ("none", "semihard", "hard")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type `tp`, recursing into dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float, str):
+        if value is None:
+            raise ConfigError(f"{where}: must not be empty")
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return tp(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from err
+    return value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}; "
+            f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(known))}"
+        )
+    kwargs = {
+        name: _convert(hints[name], value, f"{where}.{name}".lstrip("."))
+        for name, value in raw.items()
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where or 'params'}: {err}") from err
+
+
+def validate(params: Params) -> Params:
+    """Cross-field checks that a single field's type cannot express."""
+    if params.loss not in LOSSES:
+        raise ConfigError(f"loss '{params.loss}' is unknown; choose one of: {', '.join(LOSSES)}")
+    if params.data.source not in SOURCES:
+        raise ConfigError(
+            f"data.source '{params.data.source}' is unknown; choose one of: {', '.join(SOURCES)}"
+        )
+    if params.data.source == "folder" and not params.data.audio_dir:
+        raise ConfigError("data.source is 'folder' but data.audio_dir is not set")
+    if params.train.mining not in MINING:
+        raise ConfigError(
+            f"train.mining '{params.train.mining}' is unknown; choose one of: {', '.join(MINING)}"
+        )
+    if not 0 < params.split.test_fraction < 1:
+        raise ConfigError("split.test_fraction must lie between 0 and 1")
+    if not 0 <= params.split.val_fraction < 1:
+        raise ConfigError("split.val_fraction must lie in [0, 1)")
+    params.model_params  # noqa: B018 - raises for an unconfigured model
+    return params
+
+
+def from_dict(raw: dict) -> Params:
+    return validate(_build(Params, raw, ""))
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such parameter file")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    try:
+        return from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
