@@ -1,0 +1,100 @@
+"""A trained network and log-mel segments -> segment and track embeddings.
+
+`Embedder` wraps a backbone with the input normalisation fitted on the training segments, so a
+checkpoint holds everything needed to embed new audio. A track's embedding is the mean of its
+segments' embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import features, models
+from .config import FeatureParams, ModelParams
+
+
+class Embedder(torch.nn.Module):
+    """`(batch, 1, n_mels, frames)` log-mel in dB -> `(batch, embedding_dim)`."""
+
+    def __init__(self, backbone: torch.nn.Module, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone((x - self.mean) / self.std)
+
+
+def build(model_name: str, model_params: ModelParams, feature_params: FeatureParams,
+          mean: float = 0.0, std: float = 1.0) -> Embedder:
+    """A fresh (randomly initialised) embedder for the named model."""
+    backbone = models.build(model_params, feature_params.n_mels, feature_params.frames)
+    return Embedder(backbone, mean, std)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, dict]:
+    """Rebuild a model from a checkpoint file alone: `(embedder in eval mode, metadata)`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model checkpoint (run `dvc repro train`)")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    try:
+        model_params = ModelParams(**ckpt["model_params"])
+        feature_params = FeatureParams(**ckpt["feature_params"])
+        model = build(ckpt["model_name"], model_params, feature_params)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a songspace checkpoint ({err})") from None
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
+    meta["feature_params"] = feature_params
+    meta["model_params"] = model_params
+    return model.to(device).eval(), meta
+
+
+def embed_segments(model: torch.nn.Module, segments: np.ndarray, batch_size: int = 256,
+                   device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
+    """Embed log-mel segments `(n, n_mels, frames)` -> `(n, d)` float32, in eval mode, no grad."""
+    model.eval()
+    out = []
+    starts = range(0, len(segments), batch_size)
+    with torch.no_grad():
+        for s in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+            x = torch.as_tensor(np.asarray(segments[s : s + batch_size]), dtype=torch.float32)
+            out.append(model(x.unsqueeze(1).to(device)).float().cpu().numpy())
+    if not out:
+        dim = getattr(model, "embedding_dim", 128)
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate(out)
+
+
+def track_means(segment_emb: np.ndarray, index: pd.DataFrame, track_ids: list[str]) -> np.ndarray:
+    """Mean segment embedding per track, in the order of `track_ids`: `(len(track_ids), d)`."""
+    rows = features.rows_by_track(index)
+    missing = [t for t in track_ids if t not in rows]
+    if missing:
+        raise KeyError(f"no segments for {len(missing)} track(s), e.g. {missing[:3]}")
+    return np.stack([segment_emb[rows[t]].mean(axis=0) for t in track_ids]).astype(np.float32)
+
+
+def embed_tracks(model: torch.nn.Module, segments: np.ndarray, index: pd.DataFrame,
+                 track_ids: list[str], batch_size: int = 256, device: str = "cpu",
+                 progress: bool = False) -> np.ndarray:
+    """Embeddings of the given tracks (mean of their segments): `(len(track_ids), d)`."""
+    rows = features.rows_by_track(index)
+    wanted = np.concatenate([rows[t] for t in track_ids]) if track_ids else np.zeros(0, int)
+    sub_index = index.iloc[wanted].copy()
+    sub_index["row"] = np.arange(len(wanted))
+    emb = embed_segments(model, segments[wanted], batch_size, device, progress)
+    return track_means(emb, sub_index, track_ids)
+
+
+def embed_file(model: torch.nn.Module, path: str | Path, feature_params: FeatureParams,
+               device: str = "cpu") -> np.ndarray:
+    """Embedding `(d,)` of one audio file, outside any library."""
+    spec, _ = features.track_segments(path, feature_params)
+    return embed_segments(model, spec, device=device).mean(axis=0)

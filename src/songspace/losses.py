@@ -1,0 +1,70 @@
+"""Thin wrappers that choose pytorch-metric-learning losses by name.
+
+- `triplet`: TripletMarginLoss on ground-truth (anchor, positive, negative) triplets, or on triplets
+  mined within the batch from labels (`mining: semihard | hard`).
+- `contrastive`: NT-Xent (SimCLR): two augmented views of a track are the positive pair, every other
+  view in the batch is a negative. Single process: pytorch-metric-learning's SelfSupervisedLoss.
+  Under DDP: DistributedLossWrapper gathers the views of all processes, so negatives come from the
+  global batch (SelfSupervisedLoss's signature does not fit that wrapper, so the wrapped loss gets
+  explicit labels that make the same pairs).
+"""
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning.utils import distributed as pml_dist
+
+
+class TripletLoss(torch.nn.Module):
+    """Triplet margin loss over `(3B, d)` embeddings laid out as [anchors; positives; negatives]."""
+
+    def __init__(self, margin: float, mining: str = "none"):
+        super().__init__()
+        self.loss = pml_losses.TripletMarginLoss(margin=margin)
+        self.miner = None
+        if mining != "none":
+            self.miner = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=mining)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`embeddings (3B, d)`; `labels (3B,)` are needed only when mining."""
+        if self.miner is not None:
+            if labels is None:
+                raise ValueError("triplet mining needs the tracks' labels")
+            return self.loss(embeddings, labels, self.miner(embeddings, labels))
+        b = embeddings.shape[0] // 3
+        idx = torch.arange(b, device=embeddings.device)
+        return self.loss(embeddings, indices_tuple=(idx, idx + b, idx + 2 * b))
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """NT-Xent over two views: `view1 (B, d)`, `view2 (B, d)`; row i of both is one track."""
+
+    def __init__(self, temperature: float, distributed: bool = False):
+        super().__init__()
+        self.distributed = distributed
+        if distributed:
+            self.loss = pml_dist.DistributedLossWrapper(pml_losses.NTXentLoss(temperature=temperature))
+        else:
+            self.loss = pml_losses.SelfSupervisedLoss(pml_losses.NTXentLoss(temperature=temperature))
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        if not self.distributed:
+            return self.loss(view1, view2)
+        rank = torch.distributed.get_rank()
+        # Labels unique across processes: both views of a track share one.
+        labels = torch.arange(view1.shape[0], device=view1.device) + rank * 1_000_000
+        return self.loss(torch.cat([view1, view2]), torch.cat([labels, labels]))
+
+
+LOSSES = {"triplet": TripletLoss, "contrastive": ContrastiveLoss}
+
+
+def build(name: str, margin: float = 0.2, mining: str = "none", temperature: float = 0.1,
+          distributed: bool = False) -> torch.nn.Module:
+    """The loss called `name` (see LOSSES)."""
+    if name == "triplet":
+        return TripletLoss(margin, mining)
+    if name == "contrastive":
+        return ContrastiveLoss(temperature, distributed)
+    raise ValueError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")

@@ -1,0 +1,342 @@
+"""The training loop: fit(params, data, out_dir) -> history, with checkpoints.
+
+- Triplet loss on ground-truth triplets (or triplets mined by label), or NT-Xent on two augmented
+  views per track (contrastive), chosen by `params.loss`.
+- Each sample draws its segment, its view and its spectrogram augmentation from a generator seeded
+  by (seed, epoch, sample), so a run is reproducible whatever the number of loader workers.
+- Validation odd-one-out accuracy per epoch, early stopping on it, `best.pt` and `last.pt`.
+- Resume: `last.pt` holds model, optimiser, scheduler, RNG state and epoch; a killed run started
+  again continues from it.
+- CUDA when available (mixed precision), several GPUs or CPU processes with `torchrun` (DDP).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import augment, embed, evaluate, features, losses
+from .config import AugmentParams, Params
+
+
+@dataclass
+class TrainData:
+    """Everything the loop needs, in memory or memory-mapped."""
+
+    segments: np.ndarray                 # (n_segments, n_mels, frames) originals
+    pools: list[np.ndarray]              # per training track: rows of `bank` it may draw from
+    bank: np.ndarray                     # originals followed by cached augmented views
+    train_tracks: list[str]
+    train_labels: np.ndarray             # (n_train,) int label per training track
+    triplets: np.ndarray                 # (n_triplets, 3) positions into train_tracks
+    val_tracks: list[str] = field(default_factory=list)
+    val_quartets: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
+    val_odd: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    segment_index: pd.DataFrame | None = None
+
+    @property
+    def input_stats(self) -> tuple[float, float]:
+        """Mean and standard deviation (dB) of the training tracks' original segments."""
+        rows = np.concatenate([p[p < len(self.segments)] for p in self.pools])
+        sample = np.asarray(self.segments[np.sort(rows)[:: max(1, len(rows) // 512)]])
+        return float(sample.mean()), float(sample.std() + 1e-6)
+
+
+def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
+              views_dir: str | Path | None = None) -> TrainData:
+    """Read the features, cached augmented views and ground truth written by earlier stages."""
+    segments, index = features.load(features_dir, "segments")
+    rows = features.rows_by_track(index)
+    gt = Path(groundtruth_dir)
+    splits = pd.read_csv(gt / "splits.csv", dtype=str)
+    tracks = pd.read_csv(tracks_csv, dtype={"track_id": str, "label": str})
+    label_of = dict(zip(tracks["track_id"], tracks["label"]))
+
+    train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in rows]
+    pos = {t: i for i, t in enumerate(train_tracks)}
+    bank, pools = segments, [rows[t] for t in train_tracks]
+    if views_dir is not None and (Path(views_dir) / "views.npy").exists():
+        views, vindex = features.load(views_dir, "views")
+        if len(views):
+            vrows = features.rows_by_track(vindex)
+            bank = np.concatenate([np.asarray(segments), np.asarray(views)])
+            pools = [np.concatenate([rows[t], vrows.get(t, np.zeros(0, int)) + len(segments)])
+                     for t in train_tracks]
+    trip = pd.read_csv(gt / "train_triplets.csv", dtype=str)
+    keep = trip.isin(pos).all(axis=1)
+    triplets = trip[keep].apply(lambda c: c.map(pos)).to_numpy(dtype=np.int64)
+
+    val_tracks: list[str] = []
+    val_q = np.zeros((0, 3), int)
+    val_odd = np.zeros(0, int)
+    vq_file = gt / "val_quartets.csv"
+    if vq_file.exists():
+        vq = pd.read_csv(vq_file, dtype=str)
+        vq = vq[vq.isin(rows).all(axis=1)]
+        val_tracks = sorted(set(vq[["song1", "song2", "song3"]].to_numpy().ravel()))
+        vpos = {t: i for i, t in enumerate(val_tracks)}
+        val_q = vq[["song1", "song2", "song3"]].apply(lambda c: c.map(vpos)).to_numpy(dtype=np.int64)
+        songs = vq[["song1", "song2", "song3"]].to_numpy()
+        val_odd = np.argmax(songs == vq["odd"].to_numpy()[:, None], axis=1)
+
+    names = sorted({label_of.get(t, "") for t in train_tracks})
+    code = {n: i for i, n in enumerate(names)}
+    labels = np.array([code[label_of.get(t, "")] for t in train_tracks], dtype=np.int64)
+    return TrainData(segments=segments, pools=pools, bank=bank, train_tracks=train_tracks,
+                     train_labels=labels, triplets=triplets, val_tracks=val_tracks,
+                     val_quartets=val_q, val_odd=val_odd, segment_index=index)
+
+
+def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, item])
+
+
+def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams,
+          exclude: int = -1) -> tuple[torch.Tensor, int]:
+    """One training input of a track: a random segment or cached view, spectrogram-augmented."""
+    pool = data.pools[track]
+    choices = pool[pool != exclude] if len(pool) > 1 else pool
+    row = int(choices[rng.integers(len(choices))])
+    spec = torch.from_numpy(np.array(data.bank[row], dtype=np.float32))
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return augment.augment_spectrogram(spec, aug, gen).unsqueeze(0), row
+
+
+class TripletSamples(Dataset):
+    """Item i: the inputs `(3, 1, n_mels, frames)` of triplet i and its tracks' labels `(3,)`."""
+
+    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray):
+        self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        rng = _rng(self.seed, self.epoch, i)
+        trip = self.data.triplets[self.order[i]]
+        x = torch.stack([_draw(self.data, int(t), rng, self.aug)[0] for t in trip])
+        return x, torch.from_numpy(self.data.train_labels[trip])
+
+
+class ViewPairs(Dataset):
+    """Item i: two different augmented views `(2, 1, n_mels, frames)` of one training track."""
+
+    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray):
+        self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        rng = _rng(self.seed, self.epoch, i)
+        track = int(self.order[i])
+        a, row = _draw(self.data, track, rng, self.aug)
+        b, _ = _draw(self.data, track, rng, self.aug, exclude=row)
+        return torch.stack([a, b]), torch.tensor(self.data.train_labels[track])
+
+
+class ProjectionHead(torch.nn.Module):
+    """SimCLR projection head, used only during contrastive training."""
+
+    def __init__(self, dim: int, out: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def _config_hash(params: Params, n_train: int) -> str:
+    """Identity of a run: a checkpoint made under other settings is not resumed."""
+    keys = {"model": params.model, "loss": params.loss, "seed": params.seed,
+            "model_params": dataclasses.asdict(params.model_params),
+            "train": dataclasses.asdict(params.train), "augment": dataclasses.asdict(params.augment),
+            "features": dataclasses.asdict(params.features), "n_train": n_train}
+    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) under torchrun; (0, 0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_size: int) -> float:
+    """Odd-one-out accuracy (cosine) of the validation quartets; NaN without validation data."""
+    if len(data.val_quartets) == 0:
+        return float("nan")
+    emb = embed.embed_tracks(model, data.segments, data.segment_index, data.val_tracks,
+                             batch_size=batch_size, device=device)
+    return float(evaluate.odd_one_out_accuracy(emb, data.val_quartets, data.val_odd, "cosine"))
+
+
+def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
+        progress: bool = True) -> list[dict]:
+    """Train the configured model; write `last.pt` and `best.pt` under `out_dir`.
+
+    Returns the per-epoch history (epoch, loss, val_accuracy, lr). Resumes from `out_dir/last.pt`
+    when it was written by a run of the same settings.
+    """
+    tp = params.train
+    rank, local_rank, world = _dist_info()
+    distributed = world > 1
+    device = select_device(tp.device)
+    if distributed:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+    use_amp = tp.amp and device.type == "cuda"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(data.train_tracks) < 2:
+        raise ValueError("fewer than two training tracks: nothing to learn from")
+    if params.loss == "triplet" and tp.mining == "none" and len(data.triplets) == 0:
+        raise ValueError("no training triplets: check data/groundtruth/train_triplets.csv")
+
+    torch.manual_seed(params.seed)  # initial weights and dropout: the only users of global RNG
+    mean, std = data.input_stats
+    model = embed.build(params.model, params.model_params, params.features, mean, std).to(device)
+    head = None
+    trainable = list(model.parameters())
+    if params.loss == "contrastive":
+        head = ProjectionHead(params.model_params.embedding_dim, tp.projection_dim).to(device)
+        trainable += list(head.parameters())
+    loss_fn = losses.build(params.loss, tp.margin, tp.mining, tp.temperature, distributed).to(device)
+    optimizer = torch.optim.Adam(trainable, lr=tp.lr, weight_decay=tp.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tp.epochs))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    batch = max(1, params.batch_size // world)
+    if params.loss == "triplet":
+        n_items = len(data.triplets)
+        make = TripletSamples
+    else:
+        n_items = len(data.train_tracks)
+        make = ViewPairs
+    if tp.steps_per_epoch:
+        n_items = tp.steps_per_epoch * batch * world
+    ident = _config_hash(params, len(data.train_tracks))
+
+    state = {"epoch": 0, "best": -math.inf, "stale": 0, "history": []}
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt.get("ident") == ident:
+            model.load_state_dict(ckpt["model"])
+            if head is not None and ckpt.get("head"):
+                head.load_state_dict(ckpt["head"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            torch.set_rng_state(ckpt["rng"])
+            state = ckpt["state"]
+            if rank == 0:
+                print(f"resuming from {last} after epoch {state['epoch']}")
+        elif rank == 0:
+            print(f"{last} was made with other settings: starting afresh")
+
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def checkpoint(path: Path) -> None:
+        torch.save({
+            "model_name": params.model, "model_params": dataclasses.asdict(params.model_params),
+            "feature_params": dataclasses.asdict(params.features), "loss": params.loss,
+            "seed": params.seed, "ident": ident, "model": model.state_dict(),
+            "head": head.state_dict() if head is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "state": state,
+        }, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)  # a kill mid-write leaves the old file whole
+
+    steps_per_epoch = math.ceil(n_items / world / batch)
+    while state["epoch"] < tp.epochs and state["stale"] < tp.patience:
+        epoch = state["epoch"]
+        order = _rng(params.seed, epoch, -1).permutation(
+            np.resize(np.arange(len(data.triplets) if params.loss == "triplet" else len(data.train_tracks)), n_items))
+        order = order[rank::world]
+        dataset = make(data, params.augment, params.seed, order)
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
+                            pin_memory=device.type == "cuda", drop_last=len(order) > batch,
+                            persistent_workers=False)
+        model.train()
+        if head is not None:
+            head.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+                   total=min(len(loader), steps_per_epoch), disable=not progress or rank != 0)
+        for x, labels in bar:
+            x = x.to(device, non_blocking=True)
+            labels = labels.to(device)
+            b, k = x.shape[:2]
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                emb = net(x.transpose(0, 1).reshape(b * k, *x.shape[2:]))
+                if params.loss == "triplet":
+                    loss = loss_fn(emb.float(), labels.transpose(0, 1).reshape(-1))
+                else:
+                    z = head(emb).float()
+                    loss = loss_fn(z[:b], z[b:])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach())
+            count += 1
+            if live is not None and rank == 0:
+                live.log_metric("train/loss", float(loss.detach()))
+                live.next_step()
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val = validation_accuracy(model, data, device, 256) if rank == 0 else float("nan")
+        state["epoch"] = epoch + 1
+        improved = not math.isnan(val) and val > state["best"]
+        if math.isnan(val) or improved:
+            state["best"] = val if improved else state["best"]
+            state["stale"] = 0
+        else:
+            state["stale"] += 1
+        row = {"epoch": epoch + 1, "loss": total / max(1, count), "val_accuracy": val, "lr": lr}
+        state["history"].append(row)
+        if rank == 0:
+            if live is not None:
+                live.log_metric("epoch", epoch + 1, plot=False)
+                live.log_metric("train/epoch_loss", row["loss"])
+                live.log_metric("val/odd_one_out_accuracy", val)
+                live.log_metric("train/lr", lr)
+            if improved or math.isnan(val) or not (out / "best.pt").exists():
+                checkpoint(out / "best.pt")
+            checkpoint(last)
+            print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val odd-one-out {val:.3f}  lr {lr:.2e}"
+                  + ("  (best)" if improved else ""))
+        if distributed:
+            # every process follows rank 0's early-stopping decision
+            flag = torch.tensor([state["stale"]], device=device)
+            dist.broadcast(flag, 0)
+            state["stale"] = int(flag.item())
+    if rank == 0 and state["stale"] >= tp.patience:
+        print(f"early stop: no validation gain for {tp.patience} epochs")
+    return state["history"]

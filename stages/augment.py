@@ -1,0 +1,32 @@
+"""Stage `augment`: K waveform-augmented views of every training track, cached as log-mel segments."""
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from songspace import config, features
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tracks", required=True, help="track table from the ingest stage")
+    ap.add_argument("--splits", required=True, help="splits.csv from the groundtruth stage")
+    ap.add_argument("--out", required=True, help="folder for views.npy / views.csv")
+    ap.add_argument("--params", default=config.PARAMS_FILE)
+    args = ap.parse_args()
+    params = config.load(args.params)
+    tracks = pd.read_csv(args.tracks, dtype={"track_id": str})
+    splits = pd.read_csv(args.splits, dtype=str)
+    train = tracks[tracks["track_id"].isin(splits.loc[splits["split"] == "train", "track_id"])]
+    start = time.perf_counter()
+    array, index, skipped = features.extract_views(
+        train, params.features, params.augment, params.augment.views, params.seed)
+    features.save(args.out, "views", array, index, params.features)
+    skipped.to_csv(Path(args.out) / "skipped.csv", index=False)
+    print(f"{params.augment.views} views x {len(train)} training tracks -> {len(index)} segments "
+          f"in {time.perf_counter() - start:.1f} s; {len(skipped)} skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Stage `train`: fit the configured model; checkpoints `best.pt` / `last.pt`, dvclive curves."""
+import argparse
+from pathlib import Path
+
+from dvclive import Live
+
+from songspace import config, train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--features", required=True)
+    ap.add_argument("--views", required=True)
+    ap.add_argument("--groundtruth", required=True)
+    ap.add_argument("--tracks", required=True)
+    ap.add_argument("--out", required=True, help="folder for best.pt and last.pt")
+    ap.add_argument("--live", default="dvclive", help="dvclive folder")
+    ap.add_argument("--params", default=config.PARAMS_FILE)
+    args = ap.parse_args()
+    params = config.load(args.params)
+    data = train.load_data(args.features, args.groundtruth, args.tracks, args.views)
+    print(f"{params.model} / {params.loss}: {len(data.train_tracks)} training tracks, "
+          f"{len(data.triplets)} triplets, {len(data.val_quartets)} validation quartets, "
+          f"batch {params.batch_size}")
+    resume = (Path(args.out) / "last.pt").exists()
+    with Live(args.live, resume=resume, dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_params({"model": params.model, "loss": params.loss})
+        train.fit(params, data, args.out, live=live)
+
+
+if __name__ == "__main__":
+    main()

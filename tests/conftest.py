@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny real audio written to disk."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def write_tone(path: Path, freqs=(440.0,), seconds=4.0, rate=16000, channels=1, noise=0.01, seed=0):
+    """A sine mixture plus a little noise, written with soundfile (format from the suffix)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs) * 0.5
+    wave = wave + noise * rng.standard_normal(len(t))
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.astype(np.float32), rate)
+    return path
+
+
+@pytest.fixture
+def tone_file(tmp_path):
+    def make(name="tone.wav", **kw):
+        return write_tone(tmp_path / name, **kw)
+    return make
