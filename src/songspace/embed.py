@@ -64,7 +64,7 @@ def embed_segments(model: torch.nn.Module, segments: np.ndarray, batch_size: int
     starts = range(0, len(segments), batch_size)
     with torch.no_grad():
         for s in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-            x = torch.as_tensor(np.asarray(segments[s : s + batch_size]), dtype=torch.float32)
+            x = torch.from_numpy(np.array(segments[s : s + batch_size], dtype=np.float32))
             out.append(model(x.unsqueeze(1).to(device)).float().cpu().numpy())
     if not out:
         dim = getattr(model, "embedding_dim", 128)

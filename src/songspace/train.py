@@ -74,7 +74,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
             pools = [np.concatenate([rows[t], vrows.get(t, np.zeros(0, int)) + len(segments)])
                      for t in train_tracks]
     trip = pd.read_csv(gt / "train_triplets.csv", dtype=str)
-    keep = trip.isin(pos).all(axis=1)
+    keep = trip.isin(set(pos)).all(axis=1)
     triplets = trip[keep].apply(lambda c: c.map(pos)).to_numpy(dtype=np.int64)
 
     val_tracks: list[str] = []
@@ -83,7 +83,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     vq_file = gt / "val_quartets.csv"
     if vq_file.exists():
         vq = pd.read_csv(vq_file, dtype=str)
-        vq = vq[vq.isin(rows).all(axis=1)]
+        vq = vq[vq.isin(set(rows)).all(axis=1)]
         val_tracks = sorted(set(vq[["song1", "song2", "song3"]].to_numpy().ravel()))
         vpos = {t: i for i, t in enumerate(val_tracks)}
         val_q = vq[["song1", "song2", "song3"]].apply(lambda c: c.map(vpos)).to_numpy(dtype=np.int64)
@@ -99,7 +99,8 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
 
 
 def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, item])
+    """The generator of one sample (item >= 0) or of the epoch's order (item = -1)."""
+    return np.random.default_rng([seed, epoch, item + 1])
 
 
 def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams,
@@ -189,12 +190,17 @@ def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_s
     return float(evaluate.odd_one_out_accuracy(emb, data.val_quartets, data.val_odd, "cosine"))
 
 
+@dataclass
+class TrainResult:
+    history: list[dict]          # per epoch: epoch, loss, val_accuracy, lr
+    model: torch.nn.Module       # the weights after the last epoch (best ones are in best.pt)
+
+
 def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
-        progress: bool = True) -> list[dict]:
+        progress: bool = True) -> TrainResult:
     """Train the configured model; write `last.pt` and `best.pt` under `out_dir`.
 
-    Returns the per-epoch history (epoch, loss, val_accuracy, lr). Resumes from `out_dir/last.pt`
-    when it was written by a run of the same settings.
+    Resumes from `out_dir/last.pt` when it was written by a run of the same settings.
     """
     tp = params.train
     rank, local_rank, world = _dist_info()
@@ -339,4 +345,4 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
             state["stale"] = int(flag.item())
     if rank == 0 and state["stale"] >= tp.patience:
         print(f"early stop: no validation gain for {tp.patience} epochs")
-    return state["history"]
+    return TrainResult(state["history"], model)

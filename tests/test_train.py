@@ -1,0 +1,113 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from songspace import config, embed, train
+from tests.tiny import TINY_PARAMS, make_project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_project(tmp_path_factory.mktemp("tiny"))
+
+
+def _data(paths):
+    return train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], paths["views"])
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_load_data_pools_include_cached_views(project):
+    params, paths = project
+    data = _data(paths)
+    assert len(data.train_tracks) == 8 and data.triplets.shape == (48, 3)
+    # two original segments + one view of two segments per training track
+    assert all(len(p) == 4 for p in data.pools) and data.bank.shape[0] == 24 + 16
+    assert data.val_quartets.shape == (20, 3) and set(data.val_odd) <= {0, 1, 2}
+
+
+def test_triplet_training_learns_and_checkpoints(project, tmp_path):
+    params, paths = project
+    data = _data(paths)
+    result = train.fit(params, data, tmp_path, progress=False)
+    hist = result.history
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    assert hist[-1]["val_accuracy"] >= 0.8  # low vs high tones: an easy, real task
+    model, meta = embed.load_checkpoint(tmp_path / "best.pt")
+    assert meta["model_name"] == "model1" and meta["feature_params"] == params.features
+    x = torch.from_numpy(np.array(data.segments[:4])).unsqueeze(1)
+    with torch.no_grad():
+        assert model(x).shape == (4, 128)
+
+
+def test_same_seed_same_weights(project, tmp_path):
+    params, paths = project
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1}})
+    a = train.fit(p, _data(paths), tmp_path / "a", progress=False)
+    b = train.fit(p, _data(paths), tmp_path / "b", progress=False)
+    wa, wb = _weights(a.model), _weights(b.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.history == b.history
+
+
+def test_contrastive_training_runs(project, tmp_path):
+    _, paths = project
+    p = config.from_dict({**TINY_PARAMS, "loss": "contrastive", "train": {**TINY_PARAMS["train"], "epochs": 2}})
+    result = train.fit(p, _data(paths), tmp_path, progress=False)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["loss"])
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["head"] is not None
+
+
+WORKER = """
+import sys, pickle
+from songspace import config, train
+from tests.tiny import TINY_PARAMS
+paths = pickle.loads(bytes.fromhex(sys.argv[1]))
+p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 6}})
+train.fit(p, train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], paths["views"]),
+          sys.argv[2], progress=False)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(project, tmp_path):
+    import pickle
+
+    _, paths = project
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 6}})
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, pickle.dumps(paths).hex(), str(killed)],
+                            cwd=ROOT, env=env)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(killed / "last.pt", weights_only=False)["state"]["epoch"]
+    assert 1 <= done < 6, "the run should have been killed mid-training"
+    resumed = train.fit(p, _data(paths), killed, progress=False)
+    assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
+    straight = train.fit(p, _data(paths), tmp_path / "straight", progress=False)
+    wr, ws = _weights(resumed.model), _weights(straight.model)
+    assert all(torch.equal(wr[k], ws[k]) for k in wr)
+
+
+def test_other_settings_do_not_resume(project, tmp_path, capsys):
+    params, paths = project
+    train.fit(config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1}}),
+              _data(paths), tmp_path, progress=False)
+    p2 = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "lr": 0.01}})
+    hist = train.fit(p2, _data(paths), tmp_path, progress=False).history
+    assert len(hist) == 1 and "other settings" in capsys.readouterr().out

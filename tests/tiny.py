@@ -1,0 +1,68 @@
+"""A tiny real project for training tests: tone tracks of two labels, their log-mel segments,
+ground-truth files and params small enough to train in seconds on a CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from songspace import config, features
+from tests.conftest import write_tone
+
+LABEL_FREQS = {"low": (220.0, 330.0), "high": (1760.0, 2637.0)}
+TINY_PARAMS = {
+    "seed": 7,
+    "model": "model1",
+    "features": {"n_mels": 16, "n_fft": 256, "hop_length": 128, "segment_seconds": 0.5,
+                 "segments_per_track": 2},
+    "augment": {"views": 1},
+    "train": {"epochs": 3, "lr": 0.003, "batch_size": 8, "patience": 10, "num_workers": 0},
+    "models": {"model1": {"arch": "cnn", "channels": [4, 8], "fc": [32, 128], "batch_size": 8}},
+    "groundtruth": {"train_triplets": 48, "test_quartets": 20, "val_quartets": 20},
+}
+
+
+def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[config.Params, dict]:
+    """Write tracks, features, views and ground truth under `root`; return (params, paths)."""
+    raw = {**TINY_PARAMS, **overrides}
+    params = config.from_dict(raw)
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, freqs in LABEL_FREQS.items():
+        for i in range(tracks_per_label):
+            f = tuple(x * (1 + 0.03 * i) for x in freqs)
+            path = write_tone(root / "audio" / f"{label}{i}.wav", freqs=f, seconds=1.5, seed=i)
+            rows.append({"track_id": f"{label}{i}", "path": str(path), "label": label, "duration_s": 1.5})
+    tracks = pd.DataFrame(rows)
+    tracks.to_csv(root / "tracks.csv", index=False)
+    split = {t: ("val" if int(t[-1]) >= tracks_per_label - 2 else "train") for t in tracks["track_id"]}
+    gt = root / "groundtruth"
+    gt.mkdir()
+    pd.DataFrame({"track_id": list(split), "split": list(split.values())}).to_csv(gt / "splits.csv", index=False)
+    train = [t for t, s in split.items() if s == "train"]
+    val = [t for t, s in split.items() if s == "val"]
+    lab = dict(zip(tracks["track_id"], tracks["label"]))
+    trip = []
+    for _ in range(params.groundtruth.train_triplets):
+        a = rng.choice(train)
+        p = rng.choice([t for t in train if lab[t] == lab[a] and t != a])
+        n = rng.choice([t for t in train if lab[t] != lab[a]])
+        trip.append((a, p, n))
+    pd.DataFrame(trip, columns=["anchor", "positive", "negative"]).to_csv(gt / "train_triplets.csv", index=False)
+    quartets = []
+    for _ in range(params.groundtruth.val_quartets):
+        a = rng.choice(val)
+        b = rng.choice([t for t in val if lab[t] == lab[a] and t != a])
+        odd = rng.choice([t for t in val if lab[t] != lab[a]])
+        songs = list(rng.permutation([a, b, odd]))
+        quartets.append((*songs, odd))
+    pd.DataFrame(quartets, columns=["song1", "song2", "song3", "odd"]).to_csv(gt / "val_quartets.csv", index=False)
+    array, index, _ = features.extract_library(tracks, params.features, workers=1, progress=False)
+    features.save(root / "features", "segments", array, index, params.features)
+    views, vindex, _ = features.extract_views(tracks[tracks["track_id"].isin(train)], params.features,
+                                              params.augment, 1, params.seed, workers=1, progress=False)
+    features.save(root / "views", "views", views, vindex, params.features)
+    paths = {"features": root / "features", "views": root / "views", "groundtruth": gt,
+             "tracks": root / "tracks.csv"}
+    return params, paths
