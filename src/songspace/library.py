@@ -1,0 +1,713 @@
+"""The track table: which audio files the pipeline uses, with their label, group and facts.
+
+`ingest` turns either the built-in corpus table or a user's folder of music into one table
+(`TRACK_COLUMNS`), checking every file by decoding it completely in fixed-size blocks (memory
+does not grow with a file's length). Files that cannot be used are not an error: each is
+listed with a reason code (`REASONS`) and a sentence, and the run goes on. Byte-identical
+files are kept once; the other paths become aliases of the kept track.
+
+`scan` is the one piece of decoding here; it follows songspace.audio's conventions (raises
+AudioError naming the file) and belongs next to `audio.load`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import struct
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from songspace.audio import AUDIO_EXTENSIONS, SILENCE_PEAK, AudioError
+from songspace.config import Params
+
+TRACK_COLUMNS = (
+    "track_id", "path", "label", "group", "duration_s", "sample_rate", "channels", "sha1",
+)
+SKIPPED_COLUMNS = ("path", "reason", "detail")
+ALIAS_COLUMNS = ("path", "track_id")
+# Why a file was left out, most basic first.
+REASONS = {
+    "missing": "listed but not on disk",
+    "unreadable": "cannot be read (permissions or I/O error)",
+    "empty": "no audio in it (0 bytes or a header without frames)",
+    "not_audio": "not an audio file",
+    "corrupt": "an audio file that fails to decode",
+    "truncated": "an audio file cut short",
+    "silent": "decodes to silence",
+    "too_short": "shorter than data.min_seconds",
+    "unlabelled": "no label (at the library root / not in the labels CSV)",
+    "duplicate": "byte-identical to a track kept under another path",
+}
+# Label of files without one when human quartets are the ground truth (labels are optional).
+UNLABELLED = "unlabelled"
+BLOCK_FRAMES = 1 << 16  # decoding block: 64 Ki frames (1.5 s at 44.1 kHz)
+HASH_CHUNK_BYTES = 1 << 20
+# A stream that decodes to fewer than this share of the frames its header declares is cut
+# short. Headers of VBR mp3s without a Xing frame only estimate the length, hence the slack.
+TRUNCATION_TOLERANCE = 0.01
+OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255
+
+
+class LibraryError(ValueError):
+    """The library as a whole cannot be used; the message says what to do."""
+
+
+class BadAudio(AudioError):
+    """A file that is not usable audio; `kind` is one of REASONS."""
+
+    def __init__(self, path: str | Path, kind: str, reason: str):
+        self.kind = kind
+        super().__init__(path, reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# One file: decode it completely in blocks
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What decoding a whole file found. frames: decoded frames; peak: max |sample| (0..1)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    declared_frames: int
+    peak: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+# Leading bytes of container formats: a file starting with one of these is audio (maybe
+# damaged), anything else is some other kind of file with an audio suffix.
+_AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"caff", b".snd")
+_OTHER_MAGIC = {
+    b"%PDF": "a PDF document", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
+    b"PK\x03\x04": "a ZIP archive", b"GIF8": "a GIF image", b"<!DO": "an HTML page",
+    b"<htm": "an HTML page", b"\x7fELF": "a program",
+}
+
+
+def _looks_like_audio(head: bytes) -> bool:
+    if head.startswith(_AUDIO_MAGIC):
+        return True
+    # MPEG audio frame sync: 11 set bits
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
+
+
+def _describe(head: bytes) -> str:
+    """What a non-audio file looks like, from its first bytes."""
+    for magic, what in _OTHER_MAGIC.items():
+        if head.startswith(magic):
+            return f"looks like {what}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+        return "looks like text"
+    return f"unrecognised content starting {head[:8]!r}"
+
+
+def _wav_truncation(path: Path, size: int) -> str | None:
+    """A RIFF/WAVE file whose data chunk declares more bytes than the file holds."""
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        offset = 12
+        for _ in range(64):  # a WAV has a handful of chunks before `data`
+            f.seek(offset)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                available = size - offset - 8
+                # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length
+                if csize not in (0, 0xFFFFFFFF) and csize > available:
+                    return f"data chunk declares {csize} bytes, the file holds {available}"
+                return None
+            offset += 8 + csize + (csize & 1)
+    return None
+
+
+def _ogg_truncation(path: Path, size: int) -> str | None:
+    """An Ogg file whose last page is incomplete or lacks the end-of-stream flag.
+
+    A complete file ends exactly where its last page ends, and that page is flagged
+    end-of-stream; a cut file ends inside a page or after a page without the flag.
+    """
+    with path.open("rb") as f:
+        if f.read(4) != b"OggS":
+            return None
+        start = max(0, size - OGG_MAX_PAGE_BYTES - 4)
+        f.seek(start)
+        tail = f.read()
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        if at + 27 > len(tail) or tail[at + 4] != 0:  # version byte is 0
+            continue
+        segments = tail[at + 26]
+        if at + 27 + segments > len(tail):
+            continue
+        end = at + 27 + segments + sum(tail[at + 27:at + 27 + segments])
+        if end == len(tail):
+            if tail[at + 5] & 0x04:
+                return None
+            return "the last Ogg page lacks the end-of-stream flag"
+    return "the last Ogg page is cut off"
+
+
+def scan(path: str | Path, block_frames: int = BLOCK_FRAMES) -> Scan:
+    """Decode a whole file in blocks of `block_frames` frames; memory stays O(block_frames).
+
+    Raises BadAudio (an AudioError) with kind empty / not_audio / corrupt / truncated. Silence
+    and length are facts in the result, not errors: whether they disqualify is policy.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise BadAudio(path, "empty", "empty file (0 bytes)")
+    # Through a file object, not the path: given a path, libsndfile takes a macOS "._name"
+    # sidecar (AppleDouble, common on copied libraries) for an SD2 resource fork and fails.
+    with path.open("rb") as raw:
+        head = raw.read(16)
+        raw.seek(0)
+        try:
+            sound = sf.SoundFile(raw)
+        except Exception as err:  # libsndfile's errors vary by format and version
+            if _looks_like_audio(head):
+                why = _short(err)
+                if "does not exist" in why:  # libsndfile's words for an mp3 without a frame
+                    why = "no valid audio frame found"
+                raise BadAudio(path, "corrupt",
+                               f"an audio header but it cannot be opened ({why})") from None
+            raise BadAudio(path, "not_audio", f"not an audio file ({_describe(head)})") from None
+        with sound:
+            return _decode(path, sound, head, size, block_frames)
+
+
+def _decode(path: Path, sound: sf.SoundFile, head: bytes, size: int, block_frames: int) -> Scan:
+    """scan's second half: container checks, then every frame decoded block by block."""
+    cut = _wav_truncation(path, size) if head[:4] == b"RIFF" else (
+        _ogg_truncation(path, size) if head[:4] == b"OggS" else None)
+    if cut:
+        raise BadAudio(path, "truncated", f"truncated: {cut}")
+    rate, channels, declared = sound.samplerate, sound.channels, max(sound.frames, 0)
+    if rate <= 0:
+        raise BadAudio(path, "corrupt", "header gives no sample rate")
+    frames, peak = 0, 0.0
+    while True:
+        try:
+            block = sound.read(block_frames, dtype="float32", always_2d=True)
+        except Exception as err:
+            raise BadAudio(
+                path, "corrupt",
+                f"decoding failed at {frames / rate:.2f} s of {declared / rate:.2f} s "
+                f"({_short(err)}); the file is damaged or truncated",
+            ) from None
+        if len(block) == 0:
+            break
+        if not np.all(np.isfinite(block)):
+            raise BadAudio(path, "corrupt", f"non-finite samples near {frames / rate:.2f} s")
+        peak = max(peak, float(np.max(np.abs(block))))
+        frames += len(block)
+    if frames == 0:
+        raise BadAudio(path, "empty", "the header is there but no audio frames decode")
+    if frames < (1 - TRUNCATION_TOLERANCE) * declared:
+        raise BadAudio(
+            path, "truncated",
+            f"truncated: {frames / rate:.2f} s decode of the {declared / rate:.2f} s "
+            "its header declares",
+        )
+    return Scan(sample_rate=rate, channels=channels, frames=frames,
+                declared_frames=declared, peak=peak)
+
+
+def _short(err: Exception) -> str:
+    """The gist of a libsndfile error, without the file object's repr."""
+    text = str(err).strip()
+    text = text.splitlines()[-1] if text else type(err).__name__
+    if text.startswith("Error opening") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text[:160]
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C-level stderr (libmpg123 prints resync notes for damaged mp3s)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def sha1_of(path: str | Path) -> str:
+    """Hex SHA-1 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha1()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The verdict on one file: usable (reason None) or skipped for `reason` (a REASONS key)."""
+
+    path: str
+    sha1: str = ""
+    sample_rate: int = 0
+    channels: int = 0
+    frames: int = 0
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def check_file(path: str | Path, min_seconds: float, block_frames: int = BLOCK_FRAMES) -> FileCheck:
+    """Hash and fully decode one file; silent or shorter than `min_seconds` seconds is a skip."""
+    path = Path(path)
+    try:
+        digest = sha1_of(path)
+    except FileNotFoundError:
+        return FileCheck(str(path), reason="missing", detail="no such file")
+    except OSError as err:
+        return FileCheck(str(path), reason="unreadable", detail=f"cannot read: {err.strerror}")
+    try:
+        with _quiet_stderr():
+            s = scan(path, block_frames)
+    except BadAudio as err:
+        return FileCheck(str(path), sha1=digest, reason=err.kind, detail=err.reason)
+    except OSError as err:
+        return FileCheck(str(path), sha1=digest, reason="unreadable", detail=f"cannot read: {err}")
+    facts = dict(sha1=digest, sample_rate=s.sample_rate, channels=s.channels, frames=s.frames)
+    if s.peak < SILENCE_PEAK:
+        return FileCheck(str(path), **facts, reason="silent",
+                         detail=f"silent: peak {s.peak:.1e} over {s.duration_s:.2f} s")
+    if s.duration_s < min_seconds:
+        return FileCheck(str(path), **facts, reason="too_short",
+                         detail=f"too short: {s.duration_s:.2f} s < data.min_seconds "
+                                f"({min_seconds:g} s)")
+    return FileCheck(str(path), **facts)
+
+
+def _check_job(job: tuple[str, float]) -> FileCheck:
+    return check_file(*job)
+
+
+def check_files(
+    paths: list[str], min_seconds: float, workers: int = 2, progress: bool = True,
+) -> list[FileCheck]:
+    """check_file on every path (in `workers` processes), in the order given."""
+    jobs = [(p, min_seconds) for p in paths]
+    bar = tqdm(total=len(jobs), desc="checking audio", unit="file", disable=not progress,
+               dynamic_ncols=True)
+    with bar:
+        if workers <= 1 or len(jobs) < 2:
+            results = []
+            for job in jobs:
+                results.append(_check_job(job))
+                bar.update()
+            return results
+        # fork is cheap and safe here (workers only read files); spawn where fork is missing
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork with threads" notice
+            with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
+                results = []
+                for r in pool.imap(_check_job, jobs, chunksize=1):
+                    results.append(r)
+                    bar.update()
+        return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates: which files, under which id / label / group
+
+
+@dataclass(frozen=True)
+class Candidate:
+    track_id: str
+    path: str
+    label: str
+    group: str
+
+
+@dataclass
+class Found:
+    """Files found before decoding, and those already ruled out (path, reason, detail)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)  # hidden / other-suffix files
+    root: str = ""
+    files_found: int = 0  # audio files seen (listed, for the corpus)
+
+
+def is_audio_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def walk_audio(root: str | Path) -> tuple[list[str], list[tuple[str, str, str]], Counter]:
+    """Audio files under `root`, as sorted posix paths relative to it.
+
+    Returns (relative paths, unreadable folders as skipped rows, ignored-file counts). Hidden
+    files and folders (a leading dot: .DS_Store, ._song.mp3 from macOS) are ignored.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise LibraryError(
+            f"data.audio_dir '{root}' does not exist: set data.audio_dir in params.yaml to the "
+            "folder holding your music (absolute, or relative to the project root)"
+        )
+    if not root.is_dir():
+        raise LibraryError(f"data.audio_dir '{root}' is a file, not a folder of music")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise LibraryError(f"data.audio_dir '{root}' cannot be read: check its permissions")
+    found, bad_dirs, ignored = [], [], Counter()
+
+    def on_error(err: OSError) -> None:
+        bad_dirs.append((str(err.filename), "unreadable", f"folder cannot be read: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        hidden = [d for d in dirnames if d.startswith(".")]
+        ignored["hidden"] += len(hidden)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                ignored["hidden"] += 1
+            elif is_audio_path(name):
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+            else:
+                ignored["other"] += 1
+    return sorted(found), bad_dirs, ignored
+
+
+def normalise_relpath(path: str) -> str:
+    """A library-relative path in canonical form: posix separators, no './'."""
+    return PurePosixPath(path.strip().replace("\\", "/")).as_posix().removeprefix("./")
+
+
+def read_labels_csv(path: str | Path) -> pd.DataFrame:
+    """A labels CSV (path,label[,group]) as a DataFrame with normalised paths and a `line` column.
+
+    Raises LibraryError naming the file and line for a missing column, an empty path or
+    label, or one path given two different labels.
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise LibraryError(f"{path}: cannot read the labels CSV ({err})") from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise LibraryError(
+            f"{path}: missing column(s) {', '.join(missing)}; a labels CSV has the header "
+            f"path,label[,group] (found: {', '.join(table.columns)})"
+        )
+    if "group" not in table.columns:
+        table["group"] = ""
+    table = table[["path", "label", "group"]].apply(lambda col: col.str.strip())
+    table["line"] = np.arange(len(table)) + 2  # 1-based, after the header
+    for row in table.itertuples():
+        if not row.path or not row.label:
+            empty = "path" if not row.path else "label"
+            raise LibraryError(f"{path} line {row.line}: empty {empty}")
+    table["path"] = table["path"].map(normalise_relpath)
+    first: dict[str, tuple[str, int]] = {}
+    for row in table.itertuples():
+        if row.path in first and first[row.path][0] != row.label:
+            raise LibraryError(
+                f"{path} line {row.line}: '{row.path}' is labelled '{row.label}' but line "
+                f"{first[row.path][1]} labels it '{first[row.path][0]}'"
+            )
+        first.setdefault(row.path, (row.label, row.line))
+    return table.drop_duplicates("path").reset_index(drop=True)
+
+
+def find_in_folder(
+    audio_dir: str | Path, labels: str, keep_unlabelled: bool, labels_csv: str | Path | None = None,
+) -> Found:
+    """Candidates from a folder: labels from the first sub-folder ('folders') or a labels CSV.
+
+    Files without a label are skipped ('unlabelled') unless `keep_unlabelled` (annotated
+    quartets are the ground truth), when they get the label UNLABELLED.
+    """
+    rels, bad_dirs, ignored = walk_audio(audio_dir)
+    found = Found(skipped=list(bad_dirs), ignored=ignored, root=str(audio_dir),
+                  files_found=len(rels))
+    if not rels:
+        raise LibraryError(
+            f"no audio files ({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}) under "
+            f"'{audio_dir}': put your music there, one sub-folder per label "
+            "(e.g. jazz/track.mp3), or point data.audio_dir at the right folder"
+        )
+    table = read_labels_csv(labels_csv) if labels != "folders" else None
+    by_path = {} if table is None else {r.path: r for r in table.itertuples()}
+    for rel in rels:
+        full = (Path(audio_dir) / rel).as_posix()
+        if table is None:
+            parts = PurePosixPath(rel).parts
+            label, group = (parts[0] if len(parts) > 1 else ""), ""
+            why = "lies at the library root; move it into a folder named after its label"
+        else:
+            row = by_path.get(rel)
+            label, group = (row.label, row.group) if row else ("", "")
+            why = f"not listed in {labels_csv}"
+        if not label:
+            if not keep_unlabelled:
+                found.skipped.append((full, "unlabelled", f"no label: {why}"))
+                continue
+            label = UNLABELLED
+        found.candidates.append(Candidate(rel, full, label, group or rel))
+    if table is not None:
+        on_disk = set(rels)
+        for row in table.itertuples():
+            if row.path not in on_disk:
+                found.skipped.append((
+                    (Path(audio_dir) / row.path).as_posix(), "missing",
+                    f"{labels_csv} line {row.line} names a file that is not in the library",
+                ))
+    return found
+
+
+def find_in_corpus(corpus_csv: str | Path) -> Found:
+    """Candidates from the built-in corpus table (track_id, path, label[, group], ...).
+
+    A relative path is taken from the working directory, else from the table's folder.
+    """
+    corpus_csv = Path(corpus_csv)
+    if not corpus_csv.exists():
+        raise LibraryError(f"{corpus_csv}: no corpus table; run the `corpus` stage first")
+    table = pd.read_csv(corpus_csv, dtype=str, keep_default_na=False)
+    missing = [c for c in ("track_id", "path", "label") if c not in table.columns]
+    if missing:
+        raise LibraryError(f"{corpus_csv}: missing column(s) {', '.join(missing)}")
+    if table.empty:
+        raise LibraryError(
+            f"{corpus_csv} lists no tracks: with data.source 'corpus' the corpus stage renders "
+            "them; with data.source 'folder' set data.audio_dir"
+        )
+    dupes = table["track_id"][table["track_id"].duplicated()]
+    if len(dupes):
+        raise LibraryError(f"{corpus_csv}: track_id '{dupes.iloc[0]}' appears twice")
+    found = Found(root=str(corpus_csv.parent), files_found=len(table))
+    for row in table.itertuples():
+        path = Path(row.path)
+        if not path.is_absolute() and not path.exists() and (corpus_csv.parent / path).exists():
+            path = corpus_csv.parent / path
+        group = getattr(row, "group", "") or row.track_id
+        found.candidates.append(Candidate(row.track_id, path.as_posix(), row.label, group))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The library: checks -> track table + report
+
+
+@dataclass
+class Library:
+    tracks: pd.DataFrame   # TRACK_COLUMNS, sorted by track_id
+    skipped: pd.DataFrame  # SKIPPED_COLUMNS
+    aliases: pd.DataFrame  # ALIAS_COLUMNS: duplicate paths -> the track kept
+    report: dict
+
+
+def assemble(found: Found, checks: list[FileCheck], source: str) -> Library:
+    """Pure: candidates + their checks -> tracks (duplicates kept once), skipped, report."""
+    assert len(checks) == len(found.candidates)
+    skipped = list(found.skipped)
+    rows, aliases, kept_by_hash, duplicates = [], [], {}, []
+    order = sorted(range(len(checks)), key=lambda i: found.candidates[i].track_id)
+    for i in order:
+        cand, chk = found.candidates[i], checks[i]
+        if chk.reason:
+            skipped.append((cand.path, chk.reason, chk.detail))
+            continue
+        kept = kept_by_hash.get(chk.sha1)
+        if kept is not None:
+            note = f"same bytes as {kept.path}"
+            if kept.label != cand.label:
+                note += (f" (labelled '{kept.label}' there, '{cand.label}' here; "
+                         f"kept '{kept.label}')")
+            skipped.append((cand.path, "duplicate", note))
+            aliases.append((cand.path, kept.track_id))
+            if cand.track_id != cand.path:
+                aliases.append((cand.track_id, kept.track_id))
+            duplicates.append({"path": cand.path, "same_as": kept.track_id})
+            continue
+        kept_by_hash[chk.sha1] = cand
+        rows.append((cand.track_id, cand.path, cand.label, cand.group,
+                     round(chk.duration_s, 3), chk.sample_rate, chk.channels, chk.sha1))
+    tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS))
+    skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).sort_values(
+        ["reason", "path"], kind="stable").reset_index(drop=True)
+    per_label = tracks["label"].value_counts().sort_index()
+    report = {
+        "source": source,
+        "root": found.root,
+        "files_found": found.files_found,
+        "files_ignored": {k: n for k, n in sorted(found.ignored.items()) if n},
+        "decoded": sum(c.reason is None for c in checks),
+        "tracks": len(tracks),
+        "skipped": {r: int(n) for r, n in skipped_df["reason"].value_counts().sort_index().items()},
+        "duplicates": duplicates,
+        "total_duration_s": round(float(tracks["duration_s"].sum()), 3),
+        "labels": {str(k): int(v) for k, v in per_label.items()},
+        "single_track_labels": [str(k) for k, v in per_label.items() if v == 1],
+        "groups": int(tracks["group"].nunique()),
+        "sample_rates": {str(k): int(v) for k, v in
+                         tracks["sample_rate"].value_counts().sort_index().items()},
+        "channels": {str(k): int(v) for k, v in
+                     tracks["channels"].value_counts().sort_index().items()},
+    }
+    return Library(tracks, skipped_df, pd.DataFrame(aliases, columns=list(ALIAS_COLUMNS)), report)
+
+
+def resolve_param_path(value: str, audio_dir: str | None, what: str) -> Path:
+    """A CSV named in params: relative to the project root, else to data.audio_dir."""
+    tried = [Path(value)]
+    if audio_dir and not Path(value).is_absolute():
+        tried.append(Path(audio_dir) / value)
+    for p in tried:
+        if p.is_file():
+            return p
+    raise LibraryError(f"{what} '{value}' not found (looked for {', '.join(map(str, tried))})")
+
+
+def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
+           progress: bool = True) -> Library:
+    """The track table for params.data: check every file, drop what cannot be used.
+
+    Raises LibraryError when the library cannot be read (no folder, no audio files, a bad
+    labels CSV); `problems` tells whether what is left is usable.
+    """
+    data = params.data
+    if data.source == "folder":
+        labels_csv = None
+        if data.labels != "folders":
+            labels_csv = resolve_param_path(data.labels, data.audio_dir, "data.labels CSV")
+        found = find_in_folder(data.audio_dir, data.labels,
+                               keep_unlabelled=data.quartets is not None, labels_csv=labels_csv)
+    else:
+        found = find_in_corpus(corpus_csv)
+    checks = check_files([c.path for c in found.candidates], data.min_seconds, workers, progress)
+    lib = assemble(found, checks, data.source)
+    lib.report["min_seconds"] = data.min_seconds
+    return lib
+
+
+def problems(lib: Library) -> tuple[list[str], str | None]:
+    """Warnings about the library and, if it is unusable, the error message."""
+    warns = []
+    single = lib.report["single_track_labels"]
+    if single:
+        warns.append(
+            f"{len(single)} label(s) have a single track ({', '.join(single[:10])}"
+            f"{', ...' if len(single) > 10 else ''}): they cannot form a positive pair, so they "
+            "serve only as odd songs / negatives; add a second track to use them as pairs"
+        )
+    labels = [k for k in lib.report["labels"] if k != UNLABELLED]
+    if len(lib.tracks) and len(labels) < 2:
+        warns.append("fewer than two labels: quartets cannot be derived from labels; "
+                     "give data.quartets (human judgements) or add music of another label")
+    if lib.tracks.empty:
+        n = sum(lib.report["skipped"].values())
+        return warns, (f"no usable tracks: all {n} file(s) were skipped; see the reasons in "
+                       "skipped.csv")
+    return warns, None
+
+
+def write(lib: Library, out_dir: str | Path, reports_dir: str | Path) -> None:
+    """tracks.csv + aliases.csv in out_dir; skipped.csv + ingest.json in reports_dir."""
+    out_dir, reports_dir = Path(out_dir), Path(reports_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    lib.tracks.to_csv(out_dir / "tracks.csv", index=False)
+    lib.aliases.to_csv(out_dir / "aliases.csv", index=False)
+    lib.skipped.to_csv(reports_dir / "skipped.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    with (reports_dir / "ingest.json").open("w") as f:
+        json.dump(lib.report, f, indent=2)
+        f.write("\n")
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def summary(lib: Library) -> str:
+    """A readable account of an ingest, for the terminal."""
+    r = lib.report
+    lines = [
+        f"library ({r['source']}: {r['root']}): {r['files_found']} audio file(s) found, "
+        f"{r['decoded']} decoded, {r['tracks']} track(s) kept, "
+        f"{_hms(r['total_duration_s'])} of audio",
+    ]
+    if r["files_ignored"]:
+        lines.append("  ignored: " + ", ".join(f"{n} {k} file(s)" for k, n in
+                                               sorted(r["files_ignored"].items()) if n))
+    if r["skipped"]:
+        lines.append("  skipped: " + ", ".join(f"{n} {k}" for k, n in r["skipped"].items()))
+        for row in lib.skipped.head(8).itertuples():
+            lines.append(f"    {row.path}: {row.detail}")
+        if len(lib.skipped) > 8:
+            lines.append(f"    ... {len(lib.skipped) - 8} more in skipped.csv")
+    width = max((len(k) for k in r["labels"]), default=0)
+    lines.append(f"  {len(r['labels'])} label(s), {r['groups']} group(s):")
+    for label, n in r["labels"].items():
+        lines.append(f"    {label:<{width}}  {n}")
+    rates = ", ".join(f"{k} Hz x{v}" for k, v in r["sample_rates"].items())
+    channels = ", ".join(f"{k} x{v}" for k, v in r["channels"].items())
+    lines.append(f"  sample rates: {rates}; channels: {channels}")
+    return "\n".join(lines)
+
+
+def read_tracks(path: str | Path) -> pd.DataFrame:
+    """Read a tracks.csv written by `write`, with ids, labels and groups as strings."""
+    path = Path(path)
+    if not path.exists():
+        raise LibraryError(f"{path}: no track table; run the `ingest` stage first")
+    text_columns = ("track_id", "path", "label", "group", "sha1")
+    table = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
+    missing = [c for c in TRACK_COLUMNS if c not in table.columns]
+    if missing:
+        raise LibraryError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table
+
+
+__all__ = [
+    "ALIAS_COLUMNS", "BadAudio", "Candidate", "FileCheck", "Found", "Library", "LibraryError",
+    "REASONS", "SKIPPED_COLUMNS", "Scan", "TRACK_COLUMNS", "UNLABELLED", "assemble",
+    "check_file", "check_files", "find_in_corpus", "find_in_folder", "ingest", "problems",
+    "read_labels_csv", "read_tracks", "scan", "sha1_of", "summary", "walk_audio", "write",
+]

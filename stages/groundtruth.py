@@ -1,0 +1,53 @@
+"""Stage `groundtruth`: train/val/test splits, test and val quartets, training triplets.
+
+    python stages/groundtruth.py --tracks data/library/tracks.csv --out data/groundtruth --reports data/reports
+
+Reads data.quartets (human judgements) when set, else derives quartets from labels. Duplicate
+paths named in the judgements are resolved through aliases.csv next to tracks.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from songspace import config, groundtruth, library
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", required=True, help="the ingest stage's tracks.csv")
+    parser.add_argument("--out", required=True, help="folder for splits, quartets, triplets")
+    parser.add_argument("--reports", required=True, help="folder for groundtruth.json")
+    parser.add_argument("--params", default=config.PARAMS_FILE)
+    args = parser.parse_args(argv)
+    p = config.load(args.params)
+    try:
+        tracks = library.read_tracks(args.tracks)
+        annotations = None
+        if p.data.quartets:
+            aliases_csv = Path(args.tracks).with_name("aliases.csv")
+            aliases = (pd.read_csv(aliases_csv, dtype=str, keep_default_na=False)
+                       if aliases_csv.exists() else None)
+            path = library.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
+            annotations = groundtruth.parse_quartets(
+                groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),
+                source=str(path))
+        gt = groundtruth.build(
+            tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
+            p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
+            annotations)
+    except (groundtruth.GroundTruthError, library.LibraryError) as err:
+        print(f"groundtruth: {err}", file=sys.stderr)
+        return 1
+    groundtruth.write(gt, args.out, args.reports)
+    print(groundtruth.summary(gt))
+    for w in gt.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Splits, quartets and triplets: each checked by a plain loop over the rows."""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from songspace import groundtruth as gt
+from songspace.groundtruth import GroundTruthError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tracks(per_label: dict[str, int], groups_of: int = 1, prefix: str = "") -> pd.DataFrame:
+    """A track table: per_label[label] tracks each; `groups_of` consecutive tracks share a group."""
+    rows = []
+    for label, n in per_label.items():
+        for i in range(n):
+            tid = f"{prefix}{label}/{i:03d}.wav"
+            rows.append({"track_id": tid, "path": f"music/{tid}", "label": label,
+                         "group": f"{label}-g{i // groups_of}" if groups_of > 1 else tid})
+    return pd.DataFrame(rows)
+
+
+LABELS6 = {k: 20 for k in ("bach", "palestrina", "monteverdi", "reel", "jig", "hornpipe")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+def test_splits_match_a_per_track_loop():
+    tracks = make_tracks(LABELS6, groups_of=3)
+    splits = gt.assign_splits(tracks, seed=42, test_fraction=0.3, val_fraction=0.15)
+    assert list(splits.columns) == list(gt.SPLIT_COLUMNS)
+    for tid, group, side in zip(tracks["track_id"], tracks["group"], splits["split"]):
+        u = gt.split_position(42, group)
+        assert 0.0 <= u < 1.0
+        expected = "test" if u < 0.3 else ("val" if (u - 0.3) / 0.7 < 0.15 else "train")
+        assert side == expected, tid
+
+
+def test_no_group_straddles_and_fractions_hold():
+    tracks = make_tracks({"a": 3000, "b": 3000}, groups_of=2)
+    splits = gt.assign_splits(tracks, seed=1, test_fraction=0.3, val_fraction=0.15)
+    per_group = splits.groupby(tracks["group"])["split"].nunique()
+    assert per_group.max() == 1
+    share = splits["split"].value_counts(normalize=True)
+    assert share["test"] == pytest.approx(0.3, abs=0.03)
+    assert share["val"] == pytest.approx(0.7 * 0.15, abs=0.03)
+
+
+def test_adding_a_track_moves_no_existing_one():
+    tracks = make_tracks(LABELS6)
+    before = gt.assign_splits(tracks, 42, 0.3, 0.15)
+    grown = pd.concat([tracks, make_tracks({"jig": 1}, prefix="new/")], ignore_index=True)
+    after = gt.assign_splits(grown, 42, 0.3, 0.15)
+    assert len(after) == len(before) + 1
+    assert after.iloc[:-1].equals(before)
+    shuffled = grown.sample(frac=1.0, random_state=0)  # row order does not matter either
+    again = gt.assign_splits(shuffled, 42, 0.3, 0.15).set_index("track_id")["split"]
+    assert again.loc[before["track_id"]].tolist() == before["split"].tolist()
+    other_seed = gt.assign_splits(tracks, 43, 0.3, 0.15)
+    assert not other_seed["split"].equals(before["split"])
+
+
+def test_every_label_reaches_test_and_train_and_counts_are_right():
+    tracks = make_tracks(LABELS6)
+    splits = gt.assign_splits(tracks, 42, 0.3, 0.15)
+    counts = gt.label_split_counts(tracks, splits)
+    for label in LABELS6:
+        sides = splits["split"][tracks["label"] == label].tolist()
+        assert [counts.loc[label, s] for s in gt.SPLITS] == [sides.count(s) for s in gt.SPLITS]
+        assert counts.loc[label, "test"] >= 2 and counts.loc[label, "train"] >= 2
+    assert gt.thin_labels(counts) == []
+    thin = pd.DataFrame({"train": [5, 1, 1, 3], "val": [0, 0, 0, 0], "test": [1, 4, 0, 2]},
+                        index=["a", "b", "solo", "ok"])
+    thin["total"] = thin.sum(axis=1)
+    assert gt.thin_labels(thin) == ["a", "b"]  # solo has one track: nothing to pair anyway
+
+
+# ---------------------------------------------------------------------------------------------
+# Quartets and triplets from labels
+
+
+def brute_force_draws(labels) -> set:
+    out = set()
+    for a, b, o in itertools.product(range(len(labels)), repeat=3):
+        if a < b and labels[a] == labels[b] != labels[o]:
+            out.add((a, b, o))
+    return out
+
+
+@pytest.mark.parametrize("labels", [
+    list("aabbbc"), list("aaaa"), list("abc"), list("aab"), list("aabbccddd") + ["e"] * 5,
+])
+def test_possible_draws_counts_what_a_loop_finds(labels):
+    assert gt.possible_draws(np.array(labels)) == len(brute_force_draws(labels))
+
+
+@pytest.mark.parametrize("n", [5, 40, 10_000])
+def test_draws_are_valid_distinct_and_as_many_as_possible(n):
+    labels = np.array(list("aaabbbbccd"))
+    possible = brute_force_draws(labels)
+    rows = gt.draw_pairs_with_odd(labels, n, np.random.default_rng(0))
+    assert len(rows) == min(n, len(possible))
+    canon = set()
+    for a, b, o in rows:
+        assert a != b and labels[a] == labels[b] != labels[o]
+        canon.add((min(a, b), max(a, b), o))
+    assert len(canon) == len(rows) and canon <= possible
+    again = gt.draw_pairs_with_odd(labels, n, np.random.default_rng(0))
+    assert np.array_equal(rows, again)
+
+
+def test_sampled_draws_on_a_big_pool_are_valid_and_cover_labels():
+    labels = np.repeat(np.array(["a", "b", "c", "solo"]), [300, 200, 100, 1])
+    rows = gt.draw_pairs_with_odd(labels, 3000, np.random.default_rng(1))
+    assert len(rows) == 3000
+    assert np.all(rows[:, 0] != rows[:, 1])
+    assert np.all(labels[rows[:, 0]] == labels[rows[:, 1]])
+    assert np.all(labels[rows[:, 2]] != labels[rows[:, 0]])
+    canon = {(min(a, b), max(a, b), o) for a, b, o in rows}
+    assert len(canon) == 3000
+    pair_labels = pd.Series(labels[rows[:, 0]]).value_counts(normalize=True)
+    assert "solo" not in pair_labels  # one track: never a pair ...
+    assert (labels[rows[:, 2]] == "solo").any()  # ... but it can be the odd one
+    for label in "abc":  # pair labels drawn uniformly
+        assert pair_labels[label] == pytest.approx(1 / 3, abs=0.05)
+
+
+def test_quartets_hide_the_odd_song_among_three():
+    tracks = make_tracks({"x": 8, "y": 8, "z": 8})
+    q = gt.derive_quartets(tracks, 300, np.random.default_rng(0))
+    assert list(q.columns) == list(gt.QUARTET_COLUMNS) and len(q) == 300
+    label = dict(zip(tracks["track_id"], tracks["label"]))
+    positions = []
+    for s1, s2, s3, odd in q.itertuples(index=False):
+        three = [s1, s2, s3]
+        assert len(set(three)) == 3 and odd in three
+        others = [label[s] for s in three if s != odd]
+        assert others[0] == others[1] != label[odd]
+        positions.append(three.index(odd))
+    assert min(np.bincount(positions, minlength=3)) > 60  # shuffled, not always last
+    t = gt.derive_triplets(tracks, 300, np.random.default_rng(0))
+    for a, p, n in t.itertuples(index=False):
+        assert a != p and label[a] == label[p] != label[n]
+
+
+def test_build_from_labels_keeps_each_product_on_its_side():
+    tracks = make_tracks(LABELS6, groups_of=2)
+    g = gt.build(tracks, 42, 0.3, 0.15, n_test=300, n_val=100, n_train=500)
+    side = dict(zip(g.splits["track_id"], g.splits["split"]))
+    for name, frame, want in (("test", g.test_quartets, 300), ("val", g.val_quartets, 100)):
+        assert len(frame) == want and not frame.duplicated().any()
+        assert {side[t] for t in frame.to_numpy().ravel()} == {name}
+    assert len(g.train_triplets) == 500
+    assert {side[t] for t in g.train_triplets.to_numpy().ravel()} == {"train"}
+    r = g.report
+    assert r["mode"] == "labels" and r["test_quartets"] == 300 and r["train_triplets"] == 500
+    assert sum(r["tracks"].values()) == len(tracks)
+    assert r["per_label"]["jig"]["total"] == 20
+    again = gt.build(tracks, 42, 0.3, 0.15, n_test=300, n_val=100, n_train=500)
+    assert again.test_quartets.equals(g.test_quartets)
+    assert "test" in gt.summary(g) and "jig" in gt.summary(g)
+
+
+def test_too_few_tracks_for_a_test_quartet_is_an_error():
+    tracks = make_tracks({"a": 2, "b": 1})
+    with pytest.raises(GroundTruthError, match="no test quartet can be formed"):
+        gt.build(tracks, 42, 0.3, 0.15, 10, 10, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quartets from annotations (the thesis layout: song 1, song 2, song 3, odd song)
+
+ANN_TRACKS = make_tracks({"p": 12, "q": 12, "r": 12})
+
+
+def thesis_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def parse(path: Path, tracks=ANN_TRACKS, aliases=None) -> gt.Annotations:
+    return gt.parse_quartets(gt.read_quartet_rows(path), gt.track_lookup(tracks, aliases),
+                             source=path.name)
+
+
+def test_thesis_quartets_give_triplets_and_test_quartets(tmp_path):
+    splits = gt.assign_splits(ANN_TRACKS, 42, 0.3, 0.15)
+    by_side = {s: splits["track_id"][splits["split"] == s].tolist() for s in gt.SPLITS}
+    rng = np.random.default_rng(3)
+    lines = ["song 1,song 2,song 3,odd song"]
+    # some quartets wholly inside each split, and some across splits
+    for side in ("test", "test", "train", "train", "train", "val"):
+        a, b, c = rng.choice(by_side[side], 3, replace=False)
+        lines.append(f"{a},{b},{c},{c}")
+    for _ in range(4):
+        a, b, c = by_side["test"][0], by_side["train"][0], by_side["train"][1]
+        lines.append(f"{a},{b},{c},{a}")
+    lines.append(lines[1])  # an exact repeat (merged) ...
+    s1, s2, s3, odd = lines[2].split(",")
+    lines.append(f"{s3},music/{s1},{s2},{s3}")  # ... and the same judgement by path, reordered
+    lines.append(f"{s1},{s2},{s3},{s1}")  # the same three with another odd song (kept)
+    ann = parse(thesis_csv(tmp_path / "quartets.csv", lines))
+    assert ann.header == ["song 1", "song 2", "song 3", "odd song"]
+    assert ann.rows == len(lines) - 1
+    assert ann.merged == 3 + 2  # 3 repeats of the cross-split line, line 2, the reordered one
+    assert ann.conflicts == [(3, len(lines))]
+    g = gt.build(ANN_TRACKS, 42, 0.3, 0.15, 0, 0, 0, annotations=ann)
+    side = dict(zip(splits["track_id"], splits["split"]))
+    expected = {"test": [], "val": [], "train": [], "": []}
+    for s1, s2, s3, odd in ann.quartets[list(gt.QUARTET_COLUMNS)].itertuples(index=False):
+        sides = {side[s1], side[s2], side[s3]}
+        expected[sides.pop() if len(sides) == 1 else ""].append((s1, s2, s3, odd))
+    assert [tuple(r) for r in g.test_quartets.itertuples(index=False)] == expected["test"]
+    assert [tuple(r) for r in g.val_quartets.itertuples(index=False)] == expected["val"]
+    a = g.report["annotations"]
+    assert a["quartets"] == {s: len(expected[s]) for s in gt.SPLITS}
+    assert a["dropped_straddling_splits"] == len(expected[""]) == 1
+    triplets = []
+    for s1, s2, s3, odd in expected["train"]:
+        x, y = [s for s in (s1, s2, s3) if s != odd]
+        triplets += [(x, y, odd), (y, x, odd)]
+    assert [tuple(r) for r in g.train_triplets.itertuples(index=False)] == triplets
+    assert g.report["mode"] == "annotations" and g.report["train_triplets"] == len(triplets)
+
+
+def test_headerless_semicolon_file_and_duplicate_aliases(tmp_path):
+    ids = ANN_TRACKS["track_id"].tolist()
+    path = thesis_csv(tmp_path / "q.csv", [f"{ids[0]};{ids[1]};dupe/x.wav;{ids[20]}", "",
+                                           f"{ids[3]};{ids[4]};{ids[30]};{ids[30]}"])
+    aliases = pd.DataFrame({"path": ["dupe/x.wav"], "track_id": [ids[20]]})
+    ann = parse(path, aliases=aliases)
+    assert ann.header is None
+    assert ann.quartets[["song3", "line"]].values.tolist() == [[ids[20], 1], [ids[30], 3]]
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("p/000.wav,p/001.wav,nope.wav,p/000.wav", "unknown track 'nope.wav' (song 3)"),
+    ("p/000.wav,p/001.wav,q/000.wav,r/000.wav", "odd song 'r/000.wav' is not one of the three"),
+    ("p/000.wav,p/000.wav,q/000.wav,q/000.wav", "the same song twice ('p/000.wav')"),
+    ("p/000.wav,music/p/000.wav,q/000.wav,q/000.wav", "the same song twice ('p/000.wav')"),
+    ("p/000.wav,p/001.wav,q/000.wav", "missing column(s) odd song"),
+    ("p/000.wav,,q/000.wav,q/000.wav", "missing column(s) song 2"),
+])
+def test_each_annotation_error_names_its_line(tmp_path, bad, words):
+    good = "p/002.wav,p/003.wav,q/004.wav,q/004.wav"
+    path = thesis_csv(tmp_path / "judgements.csv", ["song 1,song 2,song 3,odd song", good, "",
+                                                     bad, good])
+    with pytest.raises(GroundTruthError) as err:
+        parse(path)
+    assert str(err.value).startswith(f"judgements.csv line 4: {words}")
+
+
+def test_all_bad_lines_are_listed_at_once(tmp_path):
+    path = thesis_csv(tmp_path / "q.csv", ["p/000.wav,p/001.wav,x.wav,p/000.wav",
+                                           "p/000.wav,p/001.wav,q/000.wav,r/000.wav"])
+    with pytest.raises(GroundTruthError, match=r"2 bad lines:\n  line 1: .*\n  line 2: "):
+        parse(path)
+
+
+def _load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_groundtruth_stage_writes_its_files(tmp_path, capsys):
+    tracks = make_tracks(LABELS6)
+    tracks = tracks.assign(duration_s=2.0, sample_rate=16000, channels=1, sha1="x")
+    (tmp_path / "library").mkdir()
+    tracks.to_csv(tmp_path / "library" / "tracks.csv", index=False)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["groundtruth"] = {"test_quartets": 50, "val_quartets": 20, "train_triplets": 80}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out, reports = tmp_path / "gt", tmp_path / "reports"
+    rc = _load_stage("groundtruth").main([
+        "--tracks", str(tmp_path / "library" / "tracks.csv"), "--out", str(out),
+        "--reports", str(reports), "--params", str(tmp_path / "params.yaml")])
+    assert rc == 0
+    assert pd.read_csv(out / "splits.csv").shape == (len(tracks), 2)
+    assert list(pd.read_csv(out / "test_quartets.csv").columns) == list(gt.QUARTET_COLUMNS)
+    assert len(pd.read_csv(out / "train_triplets.csv")) == 80
+    assert len(pd.read_csv(out / "val_quartets.csv")) == 20
+    assert json.loads((reports / "groundtruth.json").read_text())["test_quartets"] == 50
+    assert "test quartets 50" in capsys.readouterr().out
