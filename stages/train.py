@@ -1,5 +1,7 @@
 """Stage `train`: fit the configured model; checkpoints `best.pt` / `last.pt`, dvclive curves."""
 import argparse
+import contextlib
+import os
 from pathlib import Path
 
 from dvclive import Live
@@ -23,8 +25,12 @@ def main() -> None:
           f"{len(data.triplets)} triplets, {len(data.val_quartets)} validation quartets, "
           f"batch {params.batch_size}")
     resume = (Path(args.out) / "last.pt").exists()
-    with Live(args.live, resume=resume, dvcyaml=None, save_dvc_exp=False) as live:
-        live.log_params({"model": params.model, "loss": params.loss})
+    # Under torchrun only the first process logs.
+    first = os.environ.get("RANK", "0") == "0"
+    logger = Live(args.live, resume=resume, dvcyaml=None, save_dvc_exp=False) if first else contextlib.nullcontext()
+    with logger as live:
+        if live is not None:
+            live.log_params({"model": params.model, "loss": params.loss})
         train.fit(params, data, args.out, live=live)
 
 

@@ -282,7 +282,7 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
         epoch = state["epoch"]
         order = _rng(params.seed, epoch, -1).permutation(
             np.resize(np.arange(len(data.triplets) if params.loss == "triplet" else len(data.train_tracks)), n_items))
-        order = order[rank::world]
+        order = order[rank::world][: n_items // world]  # equal share: DDP needs equal step counts
         dataset = make(data, params.augment, params.seed, order)
         dataset.epoch = epoch
         loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
