@@ -244,7 +244,9 @@ def test_headerless_semicolon_file_and_duplicate_aliases(tmp_path):
 
 
 @pytest.mark.parametrize("bad, words", [
-    ("p/000.wav,p/001.wav,nope.wav,p/000.wav", "unknown track 'nope.wav' (song 3)"),
+    ("p/000.wav,p/001.wav,nope.wav,p/000.wav", "unknown track 'nope.wav' (song 3);"),
+    ("p/000.wav,p/001.wav,q/000.mp3,q/000.mp3",
+     "unknown track 'q/000.mp3' (song 3, odd song), did you mean 'q/000.wav'?"),
     ("p/000.wav,p/001.wav,q/000.wav,r/000.wav", "odd song 'r/000.wav' is not one of the three"),
     ("p/000.wav,p/000.wav,q/000.wav,q/000.wav", "the same song twice ('p/000.wav')"),
     ("p/000.wav,music/p/000.wav,q/000.wav,q/000.wav", "the same song twice ('p/000.wav')"),

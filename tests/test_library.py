@@ -46,7 +46,7 @@ BROKEN = {
     "high/short.ogg": "too_short",
     "low/readme.mp3": "not_audio",
     "high/noise.wav": "not_audio",
-    "solo/copy_of_a.wav": "duplicate",
+    "high/a copy.wav": "duplicate",
     "loose.wav": "unlabelled",
 }
 
@@ -90,7 +90,8 @@ def make_library(root: Path) -> Path:
     write(root / "high/short.ogg", 0.3, 16000)
     (root / "low/readme.mp3").write_text("These are not the songs you are looking for.\n" * 20)
     (root / "high/noise.wav").write_bytes(rng.bytes(4000))
-    shutil.copy(root / "low/a.wav", root / "solo/copy_of_a.wav")
+    # sorts before low/a.wav, but the shorter id is the one kept
+    shutil.copy(root / "low/a.wav", root / "high/a copy.wav")
     write(root / "loose.wav", 1.5)
     # ignored: not audio by suffix, hidden (macOS resource forks), hidden folders
     (root / "cover.jpg").write_bytes(b"\xff\xd8\xff" + bytes(100))
@@ -139,7 +140,7 @@ def test_every_broken_file_is_skipped_with_its_reason(checked, lib_root):
     detail = dict(zip(lib.skipped["path"], lib.skipped["detail"]))
     assert "looks like text" in detail[(lib_root / "low/readme.mp3").as_posix()]
     assert "data chunk declares" in detail[(lib_root / "low/cut.wav").as_posix()]
-    assert "low/a.wav" in detail[(lib_root / "solo/copy_of_a.wav").as_posix()]
+    assert "low/a.wav" in detail[(lib_root / "high/a copy.wav").as_posix()]
 
 
 def test_report_counts_everything(checked):
@@ -153,12 +154,12 @@ def test_report_counts_everything(checked):
     assert r["skipped"] == {k: int(v) for k, v in expected.items()}
     assert r["labels"] == {"high": 3, "low": 3, "solo": 1}
     assert r["single_track_labels"] == ["solo"]
-    assert r["duplicates"] == [{"path": next(p for p in lib.skipped["path"] if "copy_of_a" in p),
+    assert r["duplicates"] == [{"path": next(p for p in lib.skipped["path"] if "a copy" in p),
                                 "same_as": "low/a.wav"}]
     assert r["total_duration_s"] == pytest.approx(sum(v[0] for v in GOOD.values()), abs=0.1)
     # aliases map both the duplicate's path and its would-be id to the kept track
     assert set(lib.aliases["track_id"]) == {"low/a.wav"}
-    assert "solo/copy_of_a.wav" in set(lib.aliases["path"])
+    assert "high/a copy.wav" in set(lib.aliases["path"])
     warns, error = library.problems(lib)
     assert error is None and any("single track (solo)" in w for w in warns)
     text = library.summary(lib)

@@ -14,6 +14,7 @@ Everything here is a pure function of DataFrames; `read_quartet_rows` and `write
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -278,9 +279,17 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
                           "needs song 1, song 2, song 3, odd song")
             continue
         ids = [resolve(c) for c in cells]
-        unknown = [f"'{c}' ({names[i]})" for i, (c, t) in enumerate(zip(cells, ids)) if t is None]
+        unknown: dict[str, list[str]] = {}
+        for name, cell, tid in zip(names, cells, ids):
+            if tid is None:
+                unknown.setdefault(cell, []).append(name)
         if unknown:
-            errors.append(f"line {line}: unknown track {', '.join(unknown)}: not in the track "
+            told = []
+            for cell, where in unknown.items():
+                hint = _close_match(cell, lookup) if len(errors) < MAX_LISTED_ERRORS else None
+                told.append(f"'{cell}' ({', '.join(where)})"
+                            + (f", did you mean '{hint}'?" if hint else ""))
+            errors.append(f"line {line}: unknown track {'; '.join(told)}; not in the track "
                           "table (a typo, or a file skipped at ingest: see skipped.csv)")
             continue
         songs, odd = ids[:3], ids[3]
@@ -311,6 +320,22 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
         raise GroundTruthError(f"{source}: no quartets in the file")
     quartets = pd.DataFrame(kept, columns=[*QUARTET_COLUMNS, "line"])
     return Annotations(quartets, header, len(rows), merged, conflicts)
+
+
+def _close_match(name: str, lookup: dict[str, str]) -> str | None:
+    """The known track name most like `name`: the same path with another suffix, else a close
+    spelling."""
+    stem = _stem(normalise_relpath(name))
+    same_stem = sorted(k for k in lookup if is_audio_path(k) and _stem(k) == stem)
+    if stem and same_stem:
+        return same_stem[0]
+    close = difflib.get_close_matches(name, list(lookup), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _stem(path: str) -> str:
+    p = PurePosixPath(path)
+    return (p.parent / p.stem).as_posix() if p.name else ""
 
 
 def quartet_triplets(quartets: pd.DataFrame) -> pd.DataFrame:

@@ -542,11 +542,14 @@ class Library:
 
 
 def assemble(found: Found, checks: list[FileCheck], source: str) -> Library:
-    """Pure: candidates + their checks -> tracks (duplicates kept once), skipped, report."""
+    """Pure: candidates + their checks -> tracks (sorted by id; of byte-identical files the one
+    with the shortest id is kept), skipped files, aliases and the report."""
     assert len(checks) == len(found.candidates)
     skipped = list(found.skipped)
     rows, aliases, kept_by_hash, duplicates = [], [], {}, []
-    order = sorted(range(len(checks)), key=lambda i: found.candidates[i].track_id)
+    # Of byte-identical files the shortest id is kept: copies tend to grow names ("x (1).mp3")
+    order = sorted(range(len(checks)),
+                   key=lambda i: (len(found.candidates[i].track_id), found.candidates[i].track_id))
     for i in order:
         cand, chk = found.candidates[i], checks[i]
         if chk.reason:
@@ -567,7 +570,8 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Library:
         kept_by_hash[chk.sha1] = cand
         rows.append((cand.track_id, cand.path, cand.label, cand.group,
                      round(chk.duration_s, 3), chk.sample_rate, chk.channels, chk.sha1))
-    tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS))
+    tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values(
+        "track_id", kind="stable").reset_index(drop=True)
     skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).sort_values(
         ["reason", "path"], kind="stable").reset_index(drop=True)
     per_label = tracks["label"].value_counts().sort_index()
