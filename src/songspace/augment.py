@@ -1,0 +1,552 @@
+"""Waveform and spectrogram augmentations, seeded.
+
+Two levels, as in the training recipe:
+
+* **Waveform level** (costly, computed once by the `augment` stage and cached as features, one
+  set of `augment.views` views per training track): `pitch_shift`, `time_stretch`, `resample`.
+  Signals are mono float32 numpy arrays `(samples,)` at `rate` Hz. Randomness comes from a
+  `numpy.random.Generator`.
+* **Spectrogram level** (cheap, applied on the fly by the training data loader to log-mel
+  tensors `(..., n_mels, frames)`): `noise`, `random_mask`, `time_mask`, `freq_mask`.
+  Randomness comes from a `torch.Generator`; every leading index is one item with its own draws.
+
+Strength conventions (the knobs in params.yaml `augment:`):
+
+=============  ===========================================================================
+pitch_shift    semitones drawn uniformly in [-max_semitones, +max_semitones]; length kept
+time_stretch   rate drawn uniformly in [1 - max_change, 1 + max_change]; rate 2 halves the
+               length, pitch kept (phase vocoder)
+resample       down to a rate drawn in [min_rate, rate) on a 100 Hz grid and back up: a band
+               limit at half the drawn rate (flat to ~0.9 of it, >= 45 dB down above it),
+               length kept
+noise          x + strength * std(x) * N(0, 1), std over the item's own (n_mels, frames), so
+               strength 0.5 is noise at half the spectrogram's own spread (thesis default 0.5)
+random_mask    each time-frequency bin set to the item's minimum (silence: what zeroing the
+               power would give in dB) with probability p (thesis default 0.2); here `p` is the
+               per-bin probability, so the augmentation always runs and p = 0 is the identity
+time_mask      SpecAugment: `count` bands of width uniform in [0, max_frames] frames, set to
+               the item's mean (the SpecAugment paper's zero on mean-normalised features)
+freq_mask      as time_mask, over mel bins (width in [0, max_bins])
+=============  ===========================================================================
+
+Every augmentation except random_mask is applied with its probability `p`. Each random wrapper
+draws the same amount of randomness whatever its probability and strength (only a SpecAugment
+`count` changes how much is drawn), so tuning one augmentation does not reshuffle the draws of
+the others. The waveform cores `pitch_shift`, `time_stretch` and `resample_band_limit` are
+deterministic given their arguments (the draw happens in the registered wrapper); `noise`,
+`random_mask`, `time_mask` and `freq_mask` take an explicit strength and a generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from .config import (
+    AugmentParams,
+    FeatureParams,
+    FreqMaskParams,
+    NoiseParams,
+    PitchShiftParams,
+    RandomMaskParams,
+    ResampleParams,
+    TimeMaskParams,
+    TimeStretchParams,
+)
+
+# Phase-vocoder analysis window: about 64 ms (1024 samples at 16 kHz), hop a quarter of it.
+STFT_WINDOW_SECONDS = 0.064
+# Resampling rates are drawn on this grid so that rate / low_rate reduces to small integers
+# (torchaudio's sinc kernel grows with the reduced ratio: a prime low rate would cost ~100x).
+RESAMPLE_STEP_HZ = 100
+# The band limit's resampler: resampy's / librosa's "kaiser_best" filter. torchaudio's default
+# (6 zero crossings, Hann window) leaves energy only ~5-20 dB down in the first 15% above the
+# cut-off, which is no band limit; this one is ~50 dB down from low_rate / 2.
+BAND_LIMIT_RESAMPLER = dict(
+    lowpass_filter_width=64,
+    rolloff=0.9475937167399596,
+    resampling_method="sinc_interp_kaiser",
+    beta=14.769656459379492,
+)
+# A pitch ratio 2**(semitones / 12) is approximated by a fraction p/q (q as small as possible)
+# within this many cents, keeping the resampling step cheap; 0.5 cent is far below hearing.
+PITCH_TOLERANCE_CENTS = 0.5
+# Log-mel floor below the peak, as in features.py.
+TOP_DB = 80.0
+
+
+class AugmentError(ValueError):
+    """An augmentation name or setting that cannot be used; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Waveform level: deterministic cores
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_wave(wave: np.ndarray) -> torch.Tensor:
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise AugmentError(f"expected a mono waveform (samples,), got shape {wave.shape}")
+    return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+
+
+def _fit_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to `length` samples."""
+    if wave.shape[-1] >= length:
+        return wave[..., :length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+
+
+def _stft_size(rate: int) -> int:
+    """Power-of-two phase-vocoder window of about STFT_WINDOW_SECONDS at `rate` Hz."""
+    return 1 << max(4, round(math.log2(STFT_WINDOW_SECONDS * rate)))
+
+
+def _stretch(wave: torch.Tensor, rate_factor: float, rate: int, length: int) -> torch.Tensor:
+    """Phase-vocoder time stretch of a float32 `(samples,)` tensor to exactly `length` samples."""
+    n_fft = _stft_size(rate)
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    # Zero padding (not reflect) so that clips shorter than half a window still work.
+    spec = torch.stft(
+        wave, n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True
+    )
+    phase_advance = torch.linspace(0, math.pi * hop, n_fft // 2 + 1)[:, None]
+    stretched = AF.phase_vocoder(spec, rate_factor, phase_advance)
+    return torch.istft(stretched, n_fft, hop, window=window, center=True, length=length)
+
+
+def time_stretch(wave: np.ndarray, rate_factor: float, rate: int = 16000) -> np.ndarray:
+    """Play `wave` `rate_factor` times faster without changing its pitch (phase vocoder).
+
+    wave: mono float32 `(samples,)`; returns float32 `(round(samples / rate_factor),)`: a factor
+    of 2 halves the length, 0.5 doubles it, 1 returns an unchanged copy. `rate` (Hz) only sets
+    the analysis window (about 64 ms).
+    """
+    if rate_factor <= 0:
+        raise AugmentError(f"time_stretch: rate_factor must be positive, got {rate_factor}")
+    x = _as_wave(wave)
+    if rate_factor == 1 or x.numel() == 0:
+        return x.numpy().copy()
+    length = max(1, int(round(x.numel() / rate_factor)))
+    return _stretch(x, float(rate_factor), rate, length).numpy().astype(np.float32, copy=False)
+
+
+def _pitch_fraction(semitones: float) -> Fraction:
+    """The simplest fraction within PITCH_TOLERANCE_CENTS of 2**(semitones / 12)."""
+    ratio = 2.0 ** (semitones / 12.0)
+    denominator = 8
+    while True:
+        frac = Fraction(ratio).limit_denominator(denominator)
+        if abs(1200.0 * math.log2(float(frac) / ratio)) <= PITCH_TOLERANCE_CENTS:
+            return frac
+        denominator *= 2
+
+
+def pitch_shift(wave: np.ndarray, rate: int, semitones: float) -> np.ndarray:
+    """Shift the pitch of `wave` by `semitones` (+12: one octave up), keeping its length.
+
+    wave: mono float32 `(samples,)` at `rate` Hz; returns float32 `(samples,)`. The signal is
+    time-stretched by the pitch ratio with a phase vocoder, then resampled back to its length.
+    The ratio is a small fraction p/q within 0.5 cent of 2**(semitones/12) so that the resampler
+    stays cheap. 0 semitones returns an unchanged copy.
+    """
+    x = _as_wave(wave)
+    if semitones == 0 or x.numel() == 0:
+        return x.numpy().copy()
+    frac = _pitch_fraction(float(semitones))
+    up, down = frac.numerator, frac.denominator
+    longer = max(1, int(round(x.numel() * up / down)))
+    stretched = _stretch(x, down / up, rate, longer)
+    # Playing `longer` samples up/down times faster: every frequency rises by up/down.
+    shifted = AF.resample(stretched, up, down)
+    return _fit_length(shifted, x.numel()).numpy().astype(np.float32, copy=False)
+
+
+def resample_band_limit(wave: np.ndarray, rate: int, low_rate: int) -> np.ndarray:
+    """Resample `wave` from `rate` down to `low_rate` Hz and back: removes content above low_rate/2.
+
+    wave: mono float32 `(samples,)` at `rate` Hz; returns float32 `(samples,)` at `rate` Hz
+    (torchaudio's Kaiser-windowed sinc resampler with the "kaiser_best" settings: flat to about
+    0.9 x low_rate/2, at least 45 dB down from low_rate/2 on). A `low_rate` at or above `rate`
+    returns an unchanged copy.
+    """
+    if low_rate <= 0:
+        raise AugmentError(f"resample: low_rate must be positive, got {low_rate}")
+    x = _as_wave(wave)
+    if low_rate >= rate or x.numel() == 0:
+        return x.numpy().copy()
+    g = math.gcd(int(rate), int(low_rate))
+    down = AF.resample(x, rate // g, low_rate // g, **BAND_LIMIT_RESAMPLER)
+    back = AF.resample(down, low_rate // g, rate // g, **BAND_LIMIT_RESAMPLER)
+    return _fit_length(back, x.numel()).numpy().astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Waveform level: random wrappers (draw, then call the core)
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_pitch_shift(
+    wave: np.ndarray, rate: int, params: PitchShiftParams, rng: np.random.Generator
+) -> np.ndarray:
+    apply = rng.random() < params.p
+    semitones = rng.uniform(-params.max_semitones, params.max_semitones)
+    return pitch_shift(wave, rate, semitones if apply else 0.0)
+
+
+def _random_time_stretch(
+    wave: np.ndarray, rate: int, params: TimeStretchParams, rng: np.random.Generator
+) -> np.ndarray:
+    apply = rng.random() < params.p
+    factor = rng.uniform(1.0 - params.max_change, 1.0 + params.max_change)
+    return time_stretch(wave, factor if apply else 1.0, rate)
+
+
+def _low_rates(rate: int, min_rate: int) -> np.ndarray:
+    """The candidate band-limit rates: multiples of RESAMPLE_STEP_HZ in [min_rate, rate)."""
+    first = -(-min_rate // RESAMPLE_STEP_HZ) * RESAMPLE_STEP_HZ
+    rates = np.arange(first, rate, RESAMPLE_STEP_HZ)
+    if rates.size == 0:
+        raise AugmentError(
+            f"augment.resample.min_rate ({min_rate} Hz) leaves no rate below the signal's "
+            f"{rate} Hz on the {RESAMPLE_STEP_HZ} Hz grid; lower it"
+        )
+    return rates
+
+
+def _random_resample(
+    wave: np.ndarray, rate: int, params: ResampleParams, rng: np.random.Generator
+) -> np.ndarray:
+    rates = _low_rates(rate, params.min_rate)
+    apply = rng.random() < params.p
+    low_rate = int(rates[rng.integers(rates.size)])
+    return resample_band_limit(wave, rate, low_rate if apply else rate)
+
+
+WaveformAugmentation = Callable[[np.ndarray, int, object, np.random.Generator], np.ndarray]
+
+# name -> fn(wave (samples,), rate Hz, its params dataclass, numpy Generator); applied in this order.
+WAVEFORM_AUGMENTATIONS: dict[str, WaveformAugmentation] = {
+    "pitch_shift": _random_pitch_shift,
+    "time_stretch": _random_time_stretch,
+    "resample": _random_resample,
+}
+
+
+def augment_waveform(
+    wave: np.ndarray, rate: int, params: AugmentParams, rng: np.random.Generator
+) -> np.ndarray:
+    """One augmented view of a mono float32 `(samples,)` clip at `rate` Hz.
+
+    Applies pitch_shift, time_stretch and resample in turn, each with its probability `p`.
+    Returns float32 `(samples',)`: the length changes only through time_stretch. The input is
+    never modified.
+    """
+    validate(params)
+    _low_rates(rate, params.resample.min_rate)  # fail before the costly steps, not after
+    out = _as_wave(wave).numpy()
+    for name, fn in WAVEFORM_AUGMENTATIONS.items():
+        out = fn(out, rate, getattr(params, name), rng)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectrogram level
+# ---------------------------------------------------------------------------------------------
+
+
+def _items(spec: torch.Tensor) -> torch.Tensor:
+    """View `(..., n_mels, frames)` as `(items, n_mels, frames)`; every leading index is one item."""
+    if spec.ndim < 2:
+        raise AugmentError(f"expected a spectrogram (..., n_mels, frames), got shape {tuple(spec.shape)}")
+    if not spec.is_floating_point():
+        raise AugmentError(f"expected a floating-point spectrogram, got {spec.dtype}")
+    return spec.reshape(-1, *spec.shape[-2:])
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=generator.device).to(like.device)
+
+
+def noise(
+    spec: torch.Tensor, strength: float, generator: torch.Generator, p: float = 1.0
+) -> torch.Tensor:
+    """Additive Gaussian noise scaled to each item's own standard deviation.
+
+    spec `(..., n_mels, frames)` -> same shape and dtype: `x + strength * std(x) * N(0, 1)`, std
+    over the item's (n_mels, frames); each item is noised with probability `p`.
+    """
+    x = _items(spec)
+    apply = _rand((x.shape[0],), generator, x) < p
+    gauss = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+    scale = strength * x.float().std(dim=(1, 2), unbiased=False) * apply
+    return (x + (scale[:, None, None] * gauss).to(x.dtype)).reshape(spec.shape)
+
+
+def random_mask(spec: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Set each time-frequency bin to its item's minimum (silence) with probability `p`.
+
+    spec `(..., n_mels, frames)` -> same shape and dtype.
+    """
+    x = _items(spec)
+    masked = _rand(tuple(x.shape), generator, x) < p
+    floor = x.amin(dim=(1, 2), keepdim=True)
+    return torch.where(masked, floor, x).reshape(spec.shape)
+
+
+def _band_mask(starts: torch.Tensor, widths: torch.Tensor, size: int) -> torch.Tensor:
+    """`(items, count)` band starts and widths -> bool `(items, size)`, True inside any band."""
+    index = torch.arange(size, device=starts.device)
+    inside = (index >= starts[..., None]) & (index < (starts + widths)[..., None])
+    return inside.any(dim=1)
+
+
+def _draw_bands(
+    items: int, count: int, max_width: int, size: int, p: float, generator: torch.Generator,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random bands: widths uniform in [0, max_width] (0 for items not drawn with `p`), starts
+    uniform over the positions where the band fits in `size`."""
+    apply = _rand((items,), generator, like) < p
+    max_width = min(int(max_width), size)
+    widths = (_rand((items, count), generator, like) * (max_width + 1)).long().clamp(max=max_width)
+    widths = widths * apply[:, None]
+    starts = (_rand((items, count), generator, like) * (size - widths + 1)).long()
+    return starts, widths
+
+
+def _fill_bands(x: torch.Tensor, starts: torch.Tensor, widths: torch.Tensor, axis: int) -> torch.Tensor:
+    """Set bands of `x` `(items, n_mels, frames)` along `axis` (1: mel bins, 2: frames) to each
+    item's mean; starts and widths `(items, count)`."""
+    masked = _band_mask(starts, widths, x.shape[axis]).unsqueeze(3 - axis)
+    return torch.where(masked, x.mean(dim=(1, 2), keepdim=True), x)
+
+
+def time_mask(
+    spec: torch.Tensor, max_frames: int, count: int, generator: torch.Generator, p: float = 1.0
+) -> torch.Tensor:
+    """SpecAugment time masking: `count` bands of up to `max_frames` frames set to the item's mean.
+
+    spec `(..., n_mels, frames)` -> same shape and dtype; each item is masked with probability `p`.
+    """
+    x = _items(spec)
+    starts, widths = _draw_bands(x.shape[0], count, max_frames, x.shape[2], p, generator, x)
+    return _fill_bands(x, starts, widths, axis=2).reshape(spec.shape)
+
+
+def freq_mask(
+    spec: torch.Tensor, max_bins: int, count: int, generator: torch.Generator, p: float = 1.0
+) -> torch.Tensor:
+    """SpecAugment frequency masking: `count` bands of up to `max_bins` mel bins set to the mean.
+
+    spec `(..., n_mels, frames)` -> same shape and dtype; each item is masked with probability `p`.
+    """
+    x = _items(spec)
+    starts, widths = _draw_bands(x.shape[0], count, max_bins, x.shape[1], p, generator, x)
+    return _fill_bands(x, starts, widths, axis=1).reshape(spec.shape)
+
+
+def _random_noise(spec: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
+    return noise(spec, params.strength, generator, p=params.p)
+
+
+def _random_random_mask(
+    spec: torch.Tensor, params: RandomMaskParams, generator: torch.Generator
+) -> torch.Tensor:
+    return random_mask(spec, params.p, generator)
+
+
+def _random_time_mask(
+    spec: torch.Tensor, params: TimeMaskParams, generator: torch.Generator
+) -> torch.Tensor:
+    return time_mask(spec, params.max_frames, params.count, generator, p=params.p)
+
+
+def _random_freq_mask(
+    spec: torch.Tensor, params: FreqMaskParams, generator: torch.Generator
+) -> torch.Tensor:
+    return freq_mask(spec, params.max_bins, params.count, generator, p=params.p)
+
+
+SpectrogramAugmentation = Callable[[torch.Tensor, object, torch.Generator], torch.Tensor]
+
+# name -> fn(spec (..., n_mels, frames), its params dataclass, torch Generator); applied in this
+# order (noise first, so that masked regions are clean constants).
+SPECTROGRAM_AUGMENTATIONS: dict[str, SpectrogramAugmentation] = {
+    "noise": _random_noise,
+    "random_mask": _random_random_mask,
+    "time_mask": _random_time_mask,
+    "freq_mask": _random_freq_mask,
+}
+
+
+def augment_spectrogram(
+    spec: torch.Tensor, params: AugmentParams, generator: torch.Generator
+) -> torch.Tensor:
+    """Apply noise, random_mask, time_mask and freq_mask in turn, each with its probability.
+
+    spec: log-mel `(n_mels, frames)` or a batch `(B, [1,] n_mels, frames)` (any leading dims;
+    every leading index is one item with independent draws). Returns a new tensor of the same
+    shape, dtype and device; the input is never modified. The generator may live on the CPU
+    whatever the spectrogram's device.
+    """
+    validate(params)
+    out = spec
+    for name, fn in SPECTROGRAM_AUGMENTATIONS.items():
+        out = fn(out, getattr(params, name), generator)
+    return out.clone() if out is spec else out
+
+
+def get(name: str) -> Callable:
+    """The random augmentation registered under `name` (waveform or spectrogram level)."""
+    if name in WAVEFORM_AUGMENTATIONS:
+        return WAVEFORM_AUGMENTATIONS[name]
+    if name in SPECTROGRAM_AUGMENTATIONS:
+        return SPECTROGRAM_AUGMENTATIONS[name]
+    raise AugmentError(
+        f"unknown augmentation '{name}'; choose one of: "
+        f"{', '.join([*WAVEFORM_AUGMENTATIONS, *SPECTROGRAM_AUGMENTATIONS])}"
+    )
+
+
+def validate(params: AugmentParams) -> AugmentParams:
+    """Range checks on the `augment:` section; errors name the offending key."""
+    for name in [*WAVEFORM_AUGMENTATIONS, *SPECTROGRAM_AUGMENTATIONS]:
+        sub = getattr(params, name)
+        for f in dataclasses.fields(sub):
+            value = getattr(sub, f.name)
+            if f.name == "p" and not 0.0 <= value <= 1.0:
+                raise AugmentError(f"augment.{name}.p must lie in [0, 1], got {value}")
+            if value < 0:
+                raise AugmentError(f"augment.{name}.{f.name} must not be negative, got {value}")
+    if params.time_stretch.max_change >= 1:
+        raise AugmentError(
+            f"augment.time_stretch.max_change must be below 1 (rates in [1 - c, 1 + c] must be "
+            f"positive), got {params.time_stretch.max_change}"
+        )
+    if params.resample.min_rate <= 0:
+        raise AugmentError(f"augment.resample.min_rate must be positive, got {params.resample.min_rate}")
+    if params.views < 0:
+        raise AugmentError(f"augment.views must not be negative, got {params.views}")
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Plot
+# ---------------------------------------------------------------------------------------------
+
+
+def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
+    """Log-mel power in dB (80 dB floor below the peak): `(samples,)` -> `(n_mels, frames)`."""
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=fp.sample_rate, n_fft=fp.n_fft, hop_length=fp.hop_length,
+        n_mels=fp.n_mels, f_min=fp.f_min, f_max=fp.f_max, power=2.0,
+    )
+    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=TOP_DB)
+    return to_db(mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))).numpy()
+
+
+def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:
+    """Centre frequency (Hz) of each mel bin, HTK mel scale as torchaudio's default."""
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    points = np.linspace(mel(fp.f_min), mel(fp.f_max), fp.n_mels + 2)[1:-1]
+    return 700.0 * (10.0 ** (points / 2595.0) - 1.0)
+
+
+def plot_augmentations(
+    wave: np.ndarray,
+    rate: int,
+    feature_params: FeatureParams,
+    params: AugmentParams,
+    out_png: str | Path,
+    seed: int = 0,
+) -> Path:
+    """One clip's log-mel before and after each augmentation, each at its strongest setting.
+
+    wave: mono float32 `(samples,)` at `rate` Hz (resampled to features.sample_rate if needed).
+    One panel per augmentation, titled with its strength, shared dB colour scale, time in
+    seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
+    positions) comes from `seed`. Writes and returns `out_png`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    validate(params)
+    fp = feature_params
+    sr = fp.sample_rate
+    x = _as_wave(wave).numpy()
+    if rate != sr:
+        g = math.gcd(int(rate), int(sr))
+        x = AF.resample(torch.from_numpy(x), rate // g, sr // g).numpy()
+    base = torch.from_numpy(_logmel(x, fp))
+    gen = torch.Generator().manual_seed(seed)
+    ps, ts, rs = params.pitch_shift, params.time_stretch, params.resample
+    nz, rm, tm, fm = params.noise, params.random_mask, params.time_mask, params.freq_mask
+    low_rate = int(_low_rates(sr, rs.min_rate)[0])
+    stretch = 1.0 + ts.max_change
+    # (title, log-mel (n_mels, frames), masked bands to outline as (axis, start, stop))
+    panels = [
+        ("original", base, []),
+        (f"pitch shift +{ps.max_semitones:g} semitones",
+         _logmel(pitch_shift(x, sr, ps.max_semitones), fp), []),
+        (f"time stretch rate {stretch:g} (faster)", _logmel(time_stretch(x, stretch, sr), fp), []),
+        (f"resample via {low_rate} Hz (band limit {low_rate / 2000:g} kHz)",
+         _logmel(resample_band_limit(x, sr, low_rate), fp), []),
+        (f"noise, strength {nz.strength:g} x spectrogram std", noise(base, nz.strength, gen), []),
+        (f"random mask, p = {rm.p:g} per bin", random_mask(base, rm.p, gen), []),
+    ]
+    # SpecAugment masks at their widest (training draws widths in [0, max]), outlined because
+    # a band at the mean hides among mid-level bins.
+    for axis, name, unit, width, count in ((2, "time", "frames", tm.max_frames, tm.count),
+                                            (1, "freq", "mel bins", fm.max_bins, fm.count)):
+        size = base.shape[axis - 1]
+        width = min(width, size)
+        starts = (torch.rand((1, count), generator=gen) * (size - width + 1)).long()
+        masked = _fill_bands(base[None], starts, torch.full_like(starts, width), axis)[0]
+        outline = [(axis, int(a), int(a) + width) for a in starts[0]]
+        panels.append((f"{name} mask, {count} x {width} {unit} (max; outlined)", masked, outline))
+    vmin, vmax = float(base.min()), float(base.max())
+    seconds = x.size / sr
+    hop_s = fp.hop_length / sr
+    centres = _mel_centres_hz(fp)
+    ticks = np.linspace(0, fp.n_mels - 1, 5).round().astype(int)
+
+    fig, axes = plt.subplots(4, 2, figsize=(13, 11), sharex=True, sharey=True, layout="constrained")
+    for ax, (title, spec, outline) in zip(axes.flat, panels):
+        spec = np.asarray(spec)
+        for axis, lo, hi in outline:
+            span = ax.axvspan(lo * hop_s, hi * hop_s) if axis == 2 else ax.axhspan(lo - 0.5, hi - 0.5)
+            span.set(fill=False, edgecolor="cyan", linestyle="--", linewidth=1.2)
+        image = ax.imshow(
+            spec, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+            extent=(0, spec.shape[1] * hop_s, -0.5, fp.n_mels - 0.5), interpolation="nearest",
+        )
+        ax.set_title(title, fontsize=11)
+        ax.set_xlim(0, max(seconds, seconds / stretch) + hop_s)
+        ax.set_yticks(ticks, [f"{centres[t]:.0f} Hz (bin {t})" for t in ticks], fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mel bin (centre frequency)")
+    fig.colorbar(image, ax=axes, shrink=0.6, label="log-mel power (dB)")
+    fig.suptitle(
+        f"Augmentations at their strongest settings ({seconds:.1f} s clip, {sr} Hz, seed {seed})",
+        fontsize=13,
+    )
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
