@@ -48,7 +48,10 @@ def info(path: str | Path) -> AudioInfo:
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        i = sf.info(str(path))
+        # Through a file object: given a path, libsndfile reads a neighbouring macOS "._name"
+        # sidecar as a resource fork and fails on the real file.
+        with path.open("rb") as raw:
+            i = sf.info(raw)
     except Exception as err:  # libsndfile raises RuntimeError/LibsndfileError variants
         raise AudioError(path, f"not decodable audio ({_short(err)})") from None
     if i.frames <= 0 or i.samplerate <= 0:
@@ -93,7 +96,7 @@ def load(
     start = max(0, int(round(offset_s * meta.sample_rate)))
     frames = -1 if duration_s is None else max(0, int(round(duration_s * meta.sample_rate)))
     try:
-        with sf.SoundFile(str(path)) as f:
+        with path.open("rb") as raw, sf.SoundFile(raw) as f:
             if start:
                 f.seek(min(start, meta.frames))
             data = f.read(frames=frames, dtype="float32", always_2d=True)

@@ -1,0 +1,65 @@
+"""Stage `evaluate`: the 9 x 3 odd-one-out grid for the trained model and its baselines,
+retrieval metrics, metrics JSON and plots."""
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+
+from songspace import config, embed, evaluate, features
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", required=True, help="checkpoint (best.pt)")
+    ap.add_argument("--features", required=True)
+    ap.add_argument("--groundtruth", required=True)
+    ap.add_argument("--tracks", required=True)
+    ap.add_argument("--metrics", required=True, help="output JSON")
+    ap.add_argument("--plots", required=True, help="output folder for plots")
+    ap.add_argument("--params", default=config.PARAMS_FILE)
+    args = ap.parse_args()
+    params = config.load(args.params)
+
+    segments, index = features.load(args.features)
+    have = set(index["track_id"])
+    tracks = pd.read_csv(args.tracks, dtype={"track_id": str, "label": str}).set_index("track_id")
+    splits = pd.read_csv(f"{args.groundtruth}/splits.csv", dtype=str)
+    train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
+    test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in have]
+    q = pd.read_csv(f"{args.groundtruth}/test_quartets.csv", dtype=str)
+    usable = q[["song1", "song2", "song3"]].isin(set(test_ids)).all(axis=1)
+    if (~usable).any():
+        print(f"{int((~usable).sum())} test quartet(s) name tracks without features: left out")
+    q = q[usable]
+    pos = {t: i for i, t in enumerate(test_ids)}
+    songs = q[["song1", "song2", "song3"]].to_numpy()
+    quartets = np.vectorize(pos.get)(songs).astype(np.int64) if len(q) else np.zeros((0, 3), np.int64)
+    odd = np.argmax(songs == q["odd"].to_numpy()[:, None], axis=1)
+
+    model, meta = embed.load_checkpoint(args.model)
+    print(f"embedding {len(train_ids)} training and {len(test_ids)} test tracks with {meta['model_name']}")
+    model_train = embed.embed_tracks(model, segments, index, train_ids, progress=True)
+    model_test = embed.embed_tracks(model, segments, index, test_ids, progress=True)
+
+    # The same network, untrained: what the architecture gives before any learning.
+    torch.manual_seed(params.seed + 1)
+    random_net = embed.build(meta["model_name"], meta["model_params"], meta["feature_params"],
+                             float(model.mean), float(model.std)).eval()
+    baselines = {"random_weights": (embed.embed_tracks(random_net, segments, index, train_ids),
+                                    embed.embed_tracks(random_net, segments, index, test_ids))}
+    code = {t: i for i, t in enumerate(pd.unique(index["track_id"]))}
+    seg_track = index["track_id"].map(code).to_numpy()
+    baselines.update(evaluate.handcrafted_baselines(
+        segments, seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
+
+    result = evaluate.evaluate_and_plot(
+        model_train, model_test, baselines, quartets, odd, tracks.loc[test_ids, "label"].to_numpy(),
+        params.evaluate, params.seed, metrics_path=args.metrics, plots_dir=args.plots)
+    head = result["headline"]
+    print(f"best cell {head.get('best_distance')} / {head.get('best_scaler')}: odd-one-out accuracy "
+          f"{head.get('accuracy', float('nan')):.3f} over {len(quartets)} test quartets (chance 0.333)")
+
+
+if __name__ == "__main__":
+    main()
