@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, features
+from songspace import audio, augment, config, features
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     ap.add_argument("--tracks", required=True, help="track table from the ingest stage")
     ap.add_argument("--splits", required=True, help="splits.csv from the groundtruth stage")
     ap.add_argument("--out", required=True, help="folder for views.npy / views.csv")
+    ap.add_argument("--plot", help="PNG showing one clip before and after each augmentation")
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
@@ -24,6 +25,12 @@ def main() -> None:
         train, params.features, params.augment, params.augment.views, params.seed)
     features.save(args.out, "views", array, index, params.features)
     skipped.to_csv(Path(args.out) / "skipped.csv", index=False)
+    if args.plot and len(train):
+        first = train.iloc[0]
+        wave = audio.load(first["path"], params.features.sample_rate, duration_s=6.0)
+        augment.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
+                                   Path(args.plot), seed=params.seed)
+        print(f"augmentations of {first['track_id']} drawn in {args.plot}")
     print(f"{params.augment.views} views x {len(train)} training tracks -> {len(index)} segments "
           f"in {time.perf_counter() - start:.1f} s; {len(skipped)} skipped")
 
