@@ -26,9 +26,20 @@ def test_default_input_is_the_documented_one():
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS.models))
-def test_every_configured_model_embeds_default_segments_and_trains(name):
-    net = models.build_by_name(name, PARAMS.models, N_MELS, FRAMES, seed=0).train()
-    out = net(_segments(2))
+def test_every_configured_model_embeds_default_segments(name):
+    net = models.build_by_name(name, PARAMS.models, N_MELS, FRAMES, seed=0).eval()
+    with torch.no_grad():
+        out = net(_segments(2))
+    assert out.shape == (2, EMBEDDING)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS.models))
+def test_every_configured_model_trains(name):
+    # the ResNets' backward pass is the slowest check here; their size is free (global pool)
+    n_mels, frames = (32, 33) if PARAMS.models[name].arch == "resnet" else (N_MELS, FRAMES)
+    net = models.build_by_name(name, PARAMS.models, n_mels, frames, seed=0).train()
+    out = net(_segments(2, n_mels, frames))
     assert out.shape == (2, EMBEDDING)
     assert torch.isfinite(out).all()
     out.pow(2).mean().backward()
@@ -37,7 +48,6 @@ def test_every_configured_model_embeds_default_segments_and_trains(name):
 
 
 CNNS = sorted(n for n, p in PARAMS.models.items() if p.arch != "resnet")
-RESNETS = sorted(n for n, p in PARAMS.models.items() if p.arch == "resnet")
 
 
 @pytest.mark.parametrize("name", CNNS)
@@ -49,13 +59,6 @@ def test_flatten_size_follows_the_input_shape(name, n_mels, frames):
         assert net(x).shape == (2, EMBEDDING)
         features = net.features(x)
     assert tuple(features.shape[1:]) == feature_shape(PARAMS.models[name], n_mels, frames)
-
-
-@pytest.mark.parametrize("name", RESNETS)
-def test_resnets_take_small_inputs(name):
-    net = models.build_by_name(name, PARAMS.models, 32, 33, seed=0).eval()
-    with torch.no_grad():
-        assert net(_segments(2, 32, 33)).shape == (2, EMBEDDING)
 
 
 @pytest.mark.parametrize("name", ["model3", "model6", "resnet18"])
