@@ -1,0 +1,499 @@
+"""The built-in corpus: real scores from music21's corpus rendered to audio, offline.
+
+Each class is a collection inside music21's corpus (`CLASSES` lists them). A build draws
+`pieces_per_class` pieces per class (seeded), takes each piece's first `bars` bars as
+performed (repeats expanded), exports them to MIDI with music21 and renders the MIDI with
+tinysoundfont and the General MIDI soundfont that ships in the pretty_midi wheel.
+
+What could give a class away other than the music itself is removed: every part of every
+clip plays one General MIDI program drawn (seeded, per clip) from a single shared pool, and
+every clip is normalised to the same peak level. Renders have a fixed, bounded length
+(at most `max_seconds`); a synthesiser cannot run on past it.
+
+Pieces that cannot be rendered (music21 rejects some repeat structures, for example) are
+skipped, listed in `failed.csv`, and replaced by further draws from the same class.
+"""
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import warnings
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from songspace import audio
+from songspace.config import CorpusParams
+
+SOUNDFONT_FILE = "TimGM6mb.sf2"  # General MIDI soundfont bundled in the pretty_midi wheel
+PEAK_DBFS = -1.0  # every clip's peak level
+RELEASE_SECONDS = 1.0  # rendered after the last note ends, so releases are not cut off
+FADE_OUT_SECONDS = 0.05  # every clip ends with this fade (no click where a render is cut)
+MAX_CLIP_SECONDS = 30.0
+DRUM_CHANNEL = 9  # General MIDI percussion; never used for a part
+MIDI_CHANNELS = 16
+TRACK_COLUMNS = ("track_id", "path", "label", "source", "duration_s")
+FAILED_COLUMNS = ("label", "source", "reason")
+TRACKS_FILE = "tracks.csv"
+FAILED_FILE = "failed.csv"
+
+
+class CorpusError(Exception):
+    """A piece that cannot be rendered; the message says why."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One score of the corpus.
+
+    `source` is the path inside music21's corpus (`music21.corpus.parse(source)` opens it);
+    `track_id` is a short, readable, ascii id unique within the corpus.
+    """
+
+    label: str
+    source: str
+    track_id: str
+
+
+# ---------------------------------------------------------------------------------------
+# The classes: which pieces of music21's corpus each one holds
+
+
+def slug(text: str) -> str:
+    """Lower-case ascii words joined by '-': "ACROBAT'S -- Hornpipe" -> "acrobats-hornpipe"."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"['\u2019`\"]", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+def _corpus_root() -> Path:
+    from music21 import common
+
+    return Path(common.getCorpusFilePath())
+
+
+def _relative(path: str | Path) -> str:
+    """A corpus file's path relative to music21's corpus folder (what corpus.parse takes)."""
+    path = Path(path)
+    try:
+        return path.relative_to(_corpus_root()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _unique_ids(label: str, named: list[tuple[str, str]]) -> list[Piece]:
+    """Pieces from (source, name) pairs, sorted by source; repeated names get -2, -3, ..."""
+    pieces, seen = [], {}
+    for source, name in sorted(named):
+        base = f"{label}-{name}" if name else f"{label}-{slug(Path(source).stem)}"
+        seen[base] = seen.get(base, 0) + 1
+        track_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        pieces.append(Piece(label=label, source=source, track_id=track_id))
+    return pieces
+
+
+def _bach_chorales(label: str) -> list[Piece]:
+    """The Bach chorales of the Riemenschneider edition that exist as MusicXML."""
+    from music21 import corpus
+    from music21.corpus import chorales
+
+    names = {Path(n).name for n in chorales.Iterator(returnType="filename")}
+    paths = corpus.getComposer("bach", fileExtensions=("mxl", "xml"))
+    by_stem = {p.stem: p for p in sorted(paths, key=lambda p: p.suffix, reverse=True)}  # .mxl wins
+    named = [(_relative(by_stem[n]), slug(n)) for n in sorted(names) if n in by_stem]
+    return _unique_ids(label, named)
+
+
+def _composer(composer: str, extensions: tuple[str, ...]) -> Callable[[str], list[Piece]]:
+    def pieces(label: str) -> list[Piece]:
+        from music21 import corpus
+
+        paths = corpus.getComposer(composer, fileExtensions=extensions)
+        return _unique_ids(label, [(_relative(p), slug(p.stem)) for p in paths])
+
+    pieces.__doc__ = f"Every {'/'.join(extensions)} score by {composer} in music21's corpus."
+    return pieces
+
+
+@lru_cache(maxsize=1)
+def _ryans_mammoth_titles() -> tuple[tuple[str, str], ...]:
+    """(corpus path, title) of every tune in Ryan's Mammoth Collection (from music21's index)."""
+    from music21 import corpus
+
+    return tuple(
+        (_relative(entry.sourcePath), str(entry.metadata.title or ""))
+        for entry in corpus.search("ryansMammoth", field="sourcePath")
+    )
+
+
+def _ryans_mammoth(tune_type: str) -> Callable[[str], list[Piece]]:
+    word = re.compile(rf"\b{tune_type}s?\b", re.IGNORECASE)
+
+    def pieces(label: str) -> list[Piece]:
+        named = []
+        for source, title in _ryans_mammoth_titles():
+            if word.search(title):
+                # the tune type is in every id already; keep the tune's own name
+                named.append((source, slug(word.sub(" ", title))))
+        return _unique_ids(label, named)
+
+    pieces.__doc__ = f"Ryan's Mammoth Collection (1883): tunes whose title says '{tune_type}'."
+    return pieces
+
+
+CLASSES: dict[str, Callable[[str], list[Piece]]] = {
+    "bach": _bach_chorales,
+    "palestrina": _composer("palestrina", ("krn",)),
+    "monteverdi": _composer("monteverdi", ("mxl", "xml")),  # madrigals (not the .rntxt analyses)
+    "reel": _ryans_mammoth("reel"),
+    "jig": _ryans_mammoth("jig"),
+    "hornpipe": _ryans_mammoth("hornpipe"),
+}
+
+
+def candidates(label: str) -> list[Piece]:
+    """Every piece of class `label`, sorted by source. Raises ValueError for unknown classes."""
+    if label not in CLASSES:
+        raise ValueError(f"unknown corpus class '{label}'; valid classes: {', '.join(CLASSES)}")
+    return CLASSES[label](label)
+
+
+# ---------------------------------------------------------------------------------------
+# Seeded choices
+
+
+def _stable(text: str) -> int:
+    """A process-independent 32-bit number for a string (Python's hash() is salted)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def draw_order(pieces: list[Piece], seed: int, label: str) -> list[Piece]:
+    """`pieces` in a seeded random order; depends only on (seed, label) and the pieces."""
+    rng = np.random.default_rng([seed, _stable(label)])
+    return [pieces[i] for i in rng.permutation(len(pieces))]
+
+
+def choose_program(programs: tuple[int, ...], seed: int, source: str) -> int:
+    """The General MIDI program (0-127) that plays every part of the clip of `source`.
+
+    Drawn uniformly from the one shared pool `programs`, seeded by (seed, source) only:
+    the class of a piece plays no part, so timbre carries no class information.
+    """
+    rng = np.random.default_rng([seed, _stable(source)])
+    return int(programs[rng.integers(len(programs))])
+
+
+# ---------------------------------------------------------------------------------------
+# Score -> MIDI -> audio
+
+
+def first_bars(score, bars: int):
+    """The first `bars` measures of every part of a music21 score, as performed.
+
+    Repeats are expanded (a repeated 8-bar strain plays twice within 16 bars); measures
+    are counted by position, not by their printed numbers, which restart after pickups
+    and repeats. Raises whatever music21 raises for malformed repeats.
+    """
+    # Repeats only jump back, so the first `bars` performed bars lie within the first
+    # `bars` written ones: expanding just those is the same and much cheaper than
+    # expanding (deep-copying) a whole movement, and most heads have no repeats at all.
+    # When the cut leaves a repeat open, the whole score is expanded instead.
+    head = score.measures(0, bars, indicesNotNumbers=True)
+    if not _has_repeats(head):
+        return head
+    try:
+        performed = head.expandRepeats()
+    except Exception:
+        performed = score.expandRepeats()
+    return performed.measures(0, bars, indicesNotNumbers=True)
+
+
+def _has_repeats(score) -> bool:
+    """Whether any part has repeat barlines or da capo / dal segno marks (well formed or not)."""
+    from music21 import repeat
+
+    parts = list(score.parts) or [score]
+    return any(repeat.Expander(part).isExpandable() is not None for part in parts)
+
+
+def score_to_midi(score) -> bytes:
+    """A music21 stream as Standard MIDI File bytes."""
+    from music21 import midi
+
+    return midi.translate.streamToMidiFile(score).writestr()
+
+
+def _channels(n_tracks: int) -> list[int]:
+    """One channel per MIDI track, skipping the percussion channel (wrapping past 15)."""
+    melodic = [c for c in range(MIDI_CHANNELS) if c != DRUM_CHANNEL]
+    return [melodic[i % len(melodic)] for i in range(n_tracks)]
+
+
+def midi_events(data: bytes) -> tuple[list, set[int], float]:
+    """Standard MIDI File bytes -> (tinysoundfont events, channels used, end of last note in s).
+
+    Each track gets its own channel: music21 puts parts with the same instrument on one
+    channel, where one voice's note-off would silence another voice's unison. Program
+    changes and bank selects are dropped (the caller sets one program for all channels).
+    Read with mido, which accepts music21 files that pretty_midi rejects.
+    """
+    import mido
+    from tinysoundfont.midi import ControlChange, Event, NoteOff, NoteOn, PitchBend
+
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data))
+    except Exception as err:
+        raise CorpusError(f"unreadable MIDI ({err})") from None
+    for track, channel in zip(mid.tracks, _channels(len(mid.tracks))):
+        for msg in track:
+            if hasattr(msg, "channel"):
+                msg.channel = channel
+    events, used, now, end = [], set(), 0.0, 0.0
+    for msg in mid:  # merged tracks, msg.time in seconds since the previous message
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            action = NoteOn(msg.note, msg.velocity)
+            used.add(msg.channel)
+        elif msg.type in ("note_on", "note_off"):
+            action = NoteOff(msg.note)
+        elif msg.type == "pitchwheel":
+            action = PitchBend(msg.pitch + 8192)
+        elif msg.type == "control_change" and msg.control not in (0, 32):  # not bank select
+            action = ControlChange(msg.control, msg.value)
+        else:
+            continue
+        events.append(Event(action, t=now, channel=msg.channel, persistent=False))
+        if msg.type in ("note_on", "note_off"):
+            end = now
+    return events, used, end
+
+
+def soundfont_path() -> Path:
+    """The General MIDI soundfont in the installed pretty_midi package."""
+    import pretty_midi
+
+    path = Path(pretty_midi.__file__).parent / SOUNDFONT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: General MIDI soundfont missing from pretty_midi")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _soundfont_bytes() -> bytes:
+    return soundfont_path().read_bytes()
+
+
+def check_programs(programs: Iterable[int]) -> None:
+    """Raise ValueError unless every program exists (bank 0) in the soundfont."""
+    import tinysoundfont
+
+    programs = list(programs)
+    if not programs:
+        raise ValueError("corpus.programs: the pool of General MIDI programs is empty")
+    synth = tinysoundfont.Synth()
+    sfid = synth.sfload(_soundfont_bytes())
+    missing = [p for p in programs if not 0 <= p < 128 or synth.sfpreset_name(sfid, 0, p) is None]
+    if missing:
+        raise ValueError(f"corpus.programs: {missing} not in the General MIDI soundfont (0-127)")
+
+
+def render_midi(data: bytes, program: int, rate: int, max_seconds: float) -> np.ndarray:
+    """Render MIDI bytes with one General MIDI program on every part.
+
+    Returns mono float32 (samples,) at `rate` Hz, lasting until the last note's release
+    (`RELEASE_SECONDS` after it ends) but never longer than `max_seconds`: the synthesiser
+    renders exactly that many samples. Not normalised.
+    """
+    import tinysoundfont
+
+    events, used, end = midi_events(data)
+    if not used:
+        raise CorpusError("no notes to play")
+    samples = int(round(min(end + RELEASE_SECONDS, max_seconds) * rate))
+    # Rendered at `rate` directly: rendering at 48 kHz and decimating to 16 kHz changed the
+    # non-harmonic energy of single high notes by under 3 dB, at three times the cost.
+    synth = tinysoundfont.Synth(samplerate=rate)
+    sfid = synth.sfload(_soundfont_bytes())
+    for channel in sorted(used):
+        synth.program_select(channel, sfid, 0, program)
+    sequencer = tinysoundfont.Sequencer(synth)
+    sequencer.add(events)
+    stereo = np.frombuffer(synth.generate(samples), dtype=np.float32)
+    return stereo.reshape(-1, 2).mean(axis=1)[:samples].astype(np.float32)
+
+
+def finish(wave: np.ndarray, rate: int, peak_dbfs: float = PEAK_DBFS) -> np.ndarray:
+    """Fade the last `FADE_OUT_SECONDS` out and scale the peak to `peak_dbfs` dBFS.
+
+    (samples,) float32 -> (samples,) float32. Raises CorpusError for silence.
+    """
+    wave = np.array(wave, dtype=np.float32)
+    fade = min(len(wave), int(round(FADE_OUT_SECONDS * rate)))
+    if fade:
+        wave[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    if audio.is_silent(wave):
+        raise CorpusError("rendered silence")
+    return (wave * (10 ** (peak_dbfs / 20) / np.max(np.abs(wave)))).astype(np.float32)
+
+
+def render_piece(piece: Piece, program: int, params: CorpusParams) -> np.ndarray:
+    """A piece's first `params.bars` bars as a finished mono float32 clip at params.sample_rate.
+
+    Raises CorpusError (with the reason) for anything that stops the piece from rendering.
+    """
+    from music21 import corpus
+
+    try:
+        score = corpus.parse(piece.source)
+        midi_bytes = score_to_midi(first_bars(score, params.bars))
+    except CorpusError:
+        raise
+    except Exception as err:  # music21 raises many exception types for malformed scores
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CorpusError(f"{type(err).__name__}: {reason}"[:300]) from None
+    wave = render_midi(midi_bytes, program, params.sample_rate, params.max_seconds)
+    return finish(wave, params.sample_rate)
+
+
+def _render_job(job: tuple[Piece, int, CorpusParams]) -> tuple[np.ndarray | None, str]:
+    """(wave, "") or (None, reason): worker-side, never raises for a bad piece."""
+    piece, program, params = job
+    try:
+        return render_piece(piece, program, params), ""
+    except CorpusError as err:
+        return None, str(err)
+
+
+# ---------------------------------------------------------------------------------------
+# The build
+
+
+def validate(params: CorpusParams) -> None:
+    """Raise ValueError for corpus parameters that cannot build a corpus."""
+    unknown = [c for c in params.classes if c not in CLASSES]
+    if unknown:
+        raise ValueError(
+            f"corpus.classes: unknown class(es) {', '.join(unknown)}; "
+            f"valid classes: {', '.join(CLASSES)}"
+        )
+    if len(set(params.classes)) != len(params.classes):
+        raise ValueError(f"corpus.classes: repeated class in {list(params.classes)}")
+    if params.pieces_per_class < 1 or params.bars < 1:
+        raise ValueError("corpus.pieces_per_class and corpus.bars must be at least 1")
+    if not 0 < params.max_seconds <= MAX_CLIP_SECONDS:
+        raise ValueError(f"corpus.max_seconds must lie in (0, {MAX_CLIP_SECONDS:g}] seconds")
+    if params.sample_rate < 8000:
+        raise ValueError("corpus.sample_rate must be at least 8000 Hz")
+    check_programs(params.programs)
+
+
+def build_corpus(
+    params: CorpusParams, seed: int, out_dir: Path, workers: int = 2
+) -> pd.DataFrame:
+    """Render the built-in corpus into `out_dir`; return the track table.
+
+    Writes `<track_id>.wav` (16-bit PCM mono at params.sample_rate) per clip,
+    `tracks.csv` (TRACK_COLUMNS, sorted by track_id) and `failed.csv` (FAILED_COLUMNS:
+    pieces that could not be rendered and were replaced by further draws). Other .wav
+    files in `out_dir` are removed. Each class gets `pieces_per_class` clips when its
+    collection has that many renderable pieces (a warning says when it has not).
+
+    The result depends only on (params, seed), not on `workers`: the pieces of a class
+    are tried in a seeded order and the first successes are kept; each clip's program
+    depends only on (seed, source).
+    """
+    validate(params)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    queues = {c: iter(draw_order(candidates(c), seed, c)) for c in params.classes}
+    kept: dict[str, list[Piece]] = {c: [] for c in params.classes}
+    rows, failed = [], []
+
+    def write(piece: Piece, wave: np.ndarray) -> None:
+        path = out_dir / f"{piece.track_id}.wav"
+        audio.write(path, wave, params.sample_rate)
+        rows.append((piece.track_id, str(path), piece.label, piece.source,
+                     round(len(wave) / params.sample_rate, 4)))
+
+    bar = tqdm(total=0, desc="corpus", unit="clip")
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        while True:  # rounds: draw as many pieces as each class still lacks
+            batch = [
+                piece
+                for c in params.classes
+                for piece in _take(queues[c], params.pieces_per_class - len(kept[c]))
+            ]
+            if not batch:
+                break
+            bar.total += len(batch)
+            bar.refresh()
+            jobs = [(p, choose_program(params.programs, seed, p.source), params) for p in batch]
+            results = pool.map(_render_job, jobs) if pool else map(_render_job, jobs)
+            for piece, (wave, reason) in zip(batch, results):
+                if wave is None:
+                    failed.append((piece.label, piece.source, reason))
+                else:
+                    kept[piece.label].append(piece)
+                    write(piece, wave)
+                bar.update()
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+    for c in params.classes:
+        if len(kept[c]) < params.pieces_per_class:
+            warnings.warn(
+                f"corpus class '{c}': only {len(kept[c])} of {params.pieces_per_class} "
+                "pieces could be rendered (the collection has no more)",
+                stacklevel=2,
+            )
+    tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values("track_id")
+    tracks = tracks.reset_index(drop=True)
+    failures = pd.DataFrame(failed, columns=list(FAILED_COLUMNS))
+    failures = failures.sort_values(["label", "source"]).reset_index(drop=True)
+    keep = {f"{t}.wav" for t in tracks.track_id}
+    for stale in out_dir.glob("*.wav"):
+        if stale.name not in keep:
+            stale.unlink()
+    tracks.to_csv(out_dir / TRACKS_FILE, index=False)
+    failures.to_csv(out_dir / FAILED_FILE, index=False)
+    return tracks
+
+
+def _take(queue, n: int) -> list[Piece]:
+    return [piece for _, piece in zip(range(max(0, n)), queue)]
+
+
+def write_empty(out_dir: Path) -> pd.DataFrame:
+    """An empty track table (header only) in `out_dir`, for pipelines on a user's library."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracks = pd.DataFrame(columns=list(TRACK_COLUMNS))
+    tracks.to_csv(out_dir / TRACKS_FILE, index=False)
+    return tracks
+
+
+def summary(tracks: pd.DataFrame, out_dir: Path, seconds: float) -> str:
+    """A few lines for people: clips and minutes per class, failures, time taken."""
+    failed_csv = Path(out_dir) / FAILED_FILE
+    failures = pd.read_csv(failed_csv) if failed_csv.exists() else pd.DataFrame()
+    lines = [f"corpus: {len(tracks)} clips, {tracks.duration_s.sum() / 60:.1f} min of audio "
+             f"in {out_dir} ({seconds:.0f} s)"]
+    for label, group in tracks.groupby("label"):
+        lines.append(f"  {label:<12} {len(group):4d} clips  "
+                     f"{group.duration_s.sum() / 60:5.1f} min  "
+                     f"median {group.duration_s.median():4.1f} s")
+    if len(failures):
+        lines.append(f"  {len(failures)} piece(s) could not be rendered and were replaced: "
+                     f"{failed_csv}")
+    return "\n".join(lines)
