@@ -1,7 +1,10 @@
 # The two commands a new user needs: `make run` and `make test`. Both set up .venv first.
-PYTHON ?= python3
+SYSTEM_PYTHON := $(shell command -v python3)
+PYTHON ?= $(SYSTEM_PYTHON)
 VENV := .venv
 PY := $(VENV)/bin/python
+# DVC stages call `python`: the one in .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast bench clean
