@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.fft import dct
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from songspace import distances, scalers
@@ -49,7 +50,7 @@ CELLS: tuple[tuple[str, str], ...] = tuple(
 N_MFCC = 20
 RETRIEVAL_K = 10  # precision@10
 _BOOTSTRAP_CHUNK_ENTRIES = 4_000_000  # resample-count entries held in memory at once
-_CHUNK_QUARTETS = 256  # 768 pair rows, ~0.8 MB per float64 array: cache-sized
+_CHUNK_QUARTETS = 512  # quartets per chunk: 512 x 128 float64 = 0.5 MB per gathered song, cache-sized
 _MATRIX_MAX_TRACKS = 4096  # largest test set for a full pairwise matrix (128 MB)
 _GRAM_FACTOR = 32  # a BLAS matrix product is >= ~32x cheaper per pair than row-wise numpy
 _KNN_BLOCK = 1024  # retrieval queries ranked per block
@@ -136,6 +137,57 @@ def _use_matrix(dist: distances.Distance, n_test: int, q: int, path: str) -> boo
     return n_test**2 <= 3 * q * (_GRAM_FACTOR if dist.gram else 1)
 
 
+def _pair_distances(
+    train: np.ndarray, test: np.ndarray, scaler: str, names: list[str], quartets: np.ndarray,
+    minkowski_p: float, path: str,
+) -> np.ndarray:
+    """Pair distances (q, 3, len(names)) of the quartets under one scaler and several distances.
+
+    Each track is prepared once per distance family (unit rows for cosine, codes for the
+    boolean metrics, ...); under one scaler the same preparation gives the same rows, so
+    hamming and kulsinski share their codes. Then each distance takes its matrix or its
+    row-wise path (`_use_matrix`).
+    """
+    q = len(quartets)
+    tr, te = scalers.fit_apply(scaler, train, test)
+    dists = [distances.get(n) for n in names]
+    ctxs = [distances.fit_context(n, tr, minkowski_p) for n in names]
+    prepared = {}
+    for dist, ctx in zip(dists, ctxs):
+        if dist.prepare not in prepared:
+            prepared[dist.prepare] = dist.prepare(te, ctx)
+    out = np.empty((q, 3, len(names)))
+    first = quartets[:, [a for a, _ in PAIRS]]  # (q, 3) track indices of each pair's songs
+    second = quartets[:, [b for _, b in PAIRS]]
+    by_rows = []
+    for k, (dist, ctx) in enumerate(zip(dists, ctxs)):
+        if _use_matrix(dist, len(te), q, path):
+            p = prepared[dist.prepare]
+            out[:, :, k] = dist.core_pairwise(p, p, ctx)[first, second]
+        else:
+            by_rows.append(k)
+    inputs = {dists[k].prepare: prepared[dists[k].prepare] for k in by_rows}
+    # Chunks of quartets small enough that the gathered songs and every temporary stay in
+    # cache while all row-wise distances run on them (~3x faster than whole arrays, which
+    # are memory-bound); each song of a chunk is gathered once into a reused buffer (fresh
+    # buffers cost page faults), then each pair is two views of those buffers.
+    n_max = min(q, _CHUNK_QUARTETS)
+    bufs = {key: np.empty((3, n_max, x.shape[1]), x.dtype) for key, x in inputs.items()}
+    for start in range(0, q if by_rows else 0, _CHUNK_QUARTETS):
+        chunk = quartets[start : start + _CHUNK_QUARTETS]
+        n = len(chunk)
+        songs = {}
+        for key, x in inputs.items():
+            for i in range(3):
+                np.take(x, chunk[:, i], axis=0, out=bufs[key][i, :n])
+            songs[key] = bufs[key][:, :n]
+        for k in by_rows:
+            s3 = songs[dists[k].prepare]
+            for j, (a, b) in enumerate(PAIRS):
+                out[start : start + n, j, k] = dists[k].core(s3[a], s3[b], ctxs[k])
+    return out
+
+
 def cell_scores(
     train_emb,
     test_emb,
@@ -169,41 +221,16 @@ def cell_scores(
     for c, (d, s) in enumerate(cells):
         distances.get(d), scalers.make(s)  # unknown names fail before any work
         by_scaler.setdefault(s, []).append(c)
-    first, second = _pair_rows(np.arange(len(test)), quartets)  # (3q,) track indices
-    for s in by_scaler:
-        tr, te = scalers.fit_apply(s, train, test)
-        cols = by_scaler[s]
-        dists = [distances.get(cells[c][0]) for c in cols]
-        ctxs = [distances.fit_context(cells[c][0], tr, minkowski_p) for c in cols]
-        # Each track is prepared once per distance family (unit rows for cosine, codes for
-        # the boolean metrics, ...); within one scaler the same preparation gives the same
-        # rows, so hamming and kulsinski share their codes.
-        prepared = {}
-        for dist, ctx in zip(dists, ctxs):
-            if dist.prepare not in prepared:
-                prepared[dist.prepare] = dist.prepare(te, ctx)
-        pair_dist = np.empty((3 * q, len(cols)))
-        by_rows = []
-        for k, (dist, ctx) in enumerate(zip(dists, ctxs)):
-            if _use_matrix(dist, len(te), q, path):
-                p = prepared[dist.prepare]
-                pair_dist[:, k] = dist.core_pairwise(p, p, ctx)[first, second]
-            else:
-                by_rows.append(k)
-        row_inputs = {dists[k].prepare: prepared[dists[k].prepare] for k in by_rows}
-        # Chunks of quartets small enough that the gathered rows and every temporary stay
-        # in cache while all row-wise distances of this scaler run on them (~3x faster
-        # than whole arrays, which are memory-bound).
-        for start in range(0, q if by_rows else 0, _CHUNK_QUARTETS):
-            chunk = quartets[start : start + _CHUNK_QUARTETS]
-            rows = slice(3 * start, 3 * (start + len(chunk)))
-            gathered = {key: _pair_rows(x, chunk) for key, x in row_inputs.items()}
-            for k in by_rows:
-                pair_dist[rows, k] = dists[k].core(*gathered[dists[k].prepare], ctxs[k])
-        for k, c in enumerate(cols):
-            sc, tied = tie_scores(pair_dist[:, k].reshape(q, 3), odd)
-            scores[:, c] = sc
-            ties[:, c] = tied.sum(axis=1) > 1
+    # The matrix products here are small: BLAS threads only contend for the cores (on a
+    # busy 2-core machine a threaded 500 x 500 product ran 10x slower than one thread).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for s, cols in by_scaler.items():
+            pair_dist = _pair_distances(train, test, s, [cells[c][0] for c in cols], quartets,
+                                        minkowski_p, path)
+            for k, c in enumerate(cols):
+                sc, tied = tie_scores(pair_dist[:, :, k], odd)
+                scores[:, c] = sc
+                ties[:, c] = tied.sum(axis=1) > 1
     return scores, ties
 
 
@@ -235,13 +262,14 @@ def bootstrap_means(scores: np.ndarray, n_resamples: int, seed: int) -> np.ndarr
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOTSTRAP_CHUNK_ENTRIES // q)
     out = np.empty((n_resamples, s2.shape[1]))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        idx = rng.integers(0, q, size=(b, q))
-        # counts[r, i]: how often quartet i is drawn in resample r; means = counts @ scores / q
-        counts = np.bincount((idx + q * np.arange(b)[:, None]).ravel(), minlength=b * q)
-        sums = counts.reshape(b, q).astype(dtype) @ s2_mul  # exact integers on the float32 path
-        out[start : start + b] = sums.astype(np.float64) / (q * mul)
+    with threadpool_limits(limits=1, user_api="blas"):  # small products, see cell_scores
+        for start in range(0, n_resamples, chunk):
+            b = min(chunk, n_resamples - start)
+            idx = rng.integers(0, q, size=(b, q))
+            # counts[r, i]: how often quartet i is drawn in resample r; means = counts @ scores / q
+            counts = np.bincount((idx + q * np.arange(b)[:, None]).ravel(), minlength=b * q)
+            sums = counts.reshape(b, q).astype(dtype) @ s2_mul  # exact integers on the float32 path
+            out[start : start + b] = sums.astype(np.float64) / (q * mul)
     return out[:, 0] if flat else out
 
 
@@ -796,8 +824,9 @@ def bench_grid(
     loop side scores `loop_quartets` quartets with scipy.spatial.distance, one quartet and
     one pair at a time (extrapolated linearly to n_quartets), and bootstraps with one
     fancy-indexed mean per resample (timed on 3 cells, extrapolated to 27). Each timing is
-    the best of `repeats` runs (the machines are shared, the minimum is the least noisy).
-    Also checks that both give the same scores on the loop's quartets. Seconds.
+    the best of `repeats` runs (the machines are shared, the minimum is the least noisy),
+    as wall time and as this process's CPU time (less sensitive to other load). Also
+    checks that both give the same scores on the loop's quartets. Seconds.
     """
     rng = np.random.default_rng(seed)
     train = rng.standard_normal((n_tracks, dim))
@@ -807,16 +836,20 @@ def bench_grid(
     n_boot_cells = 3
 
     def best(fn):
-        times, out = [], None
+        """(min wall seconds, min CPU seconds of this process, result) over `repeats` runs."""
+        wall, cpu, out = [], [], None
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             out = fn()
-            times.append(time.perf_counter() - t0)
-        return min(times), out
+            wall.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+        return min(wall), min(cpu), out
 
-    scores_s, (scores, ties) = best(lambda: cell_scores(train, test, quartets, odd))
-    boot_s, _ = best(lambda: _grid_rows(scores, ties, bootstrap_means(scores, bootstrap, seed), 0.95))
-    loop_s, loop = best(
+    scores_w, scores_c, (scores, ties) = best(lambda: cell_scores(train, test, quartets, odd))
+    boot_w, boot_c, _ = best(
+        lambda: _grid_rows(scores, ties, bootstrap_means(scores, bootstrap, seed), 0.95)
+    )
+    loop_w, loop_c, loop = best(
         lambda: _loop_scores(train, test, quartets[:m], odd[:m], distances.DEFAULT_MINKOWSKI_P)
     )
 
@@ -826,23 +859,26 @@ def bench_grid(
             for _ in range(bootstrap):
                 scores[boot_rng.integers(0, n_quartets, n_quartets), c].mean()
 
-    loop_boot_s, _ = best(loop_bootstrap)
-    loop_scores_s = loop_s * n_quartets / m
-    loop_boot_s = loop_boot_s * len(CELLS) / n_boot_cells
-    vec_s = scores_s + boot_s
+    lboot_w, lboot_c, _ = best(loop_bootstrap)
+    scale_q, scale_c = n_quartets / m, len(CELLS) / n_boot_cells
+    loop_s = loop_w * scale_q + lboot_w * scale_c
+    loop_cpu_s = loop_c * scale_q + lboot_c * scale_c
     return {
         "n_quartets": n_quartets,
         "n_tracks": n_tracks,
         "dim": dim,
         "cells": len(CELLS),
         "bootstrap": bootstrap,
-        "vectorised_scores_s": scores_s,
-        "vectorised_bootstrap_s": boot_s,
-        "vectorised_s": vec_s,
+        "vectorised_scores_s": scores_w,
+        "vectorised_bootstrap_s": boot_w,
+        "vectorised_s": scores_w + boot_w,
         "loop_quartets_timed": m,
-        "loop_scores_s": loop_scores_s,
-        "loop_bootstrap_s": loop_boot_s,
-        "loop_s": loop_scores_s + loop_boot_s,
-        "speedup": (loop_scores_s + loop_boot_s) / vec_s,
+        "loop_scores_s": loop_w * scale_q,
+        "loop_bootstrap_s": lboot_w * scale_c,
+        "loop_s": loop_s,
+        "speedup": loop_s / (scores_w + boot_w),
+        "vectorised_cpu_s": scores_c + boot_c,
+        "loop_cpu_s": loop_cpu_s,
+        "speedup_cpu": loop_cpu_s / max(scores_c + boot_c, 1e-9),
         "agree": bool(np.allclose(loop, scores[:m], rtol=0, atol=1e-12)),
     }
