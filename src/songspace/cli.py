@@ -1,0 +1,245 @@
+"""`songspace ...`: the command line. Parsing and printing only; the work is done by the library.
+
+    songspace similar SONG [-k 10] [--json]     nearest tracks of a song (file or track id)
+    songspace embed FILES... -o out.npy          raw embeddings of audio files
+    songspace add FILES... [--label L]           extend the index without rebuilding it
+    songspace info                               model, library size, metric, index type, build time
+    songspace models                             the model registry with parameter counts
+    songspace report                             the headline of metrics/eval.json
+
+Default paths are the pipeline's (data/index, data/models/best.pt, metrics/eval.json,
+params.yaml); each has an option. A user error (a missing or undecodable file, a missing or
+stale index, a missing model, a bad params.yaml) ends with exit code 2 and one line on stderr
+naming the file and the problem.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from songspace import __version__
+
+EXIT_USER_ERROR = 2
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that report a user's mistake, from the modules already loaded.
+
+    An exception can only come from a loaded module, so nothing is imported here (torch
+    would take seconds to import just to print an error).
+    """
+    where = {"songspace.audio": "AudioError", "songspace.config": "ConfigError",
+             "songspace.index": "LibraryError", "songspace.models": "ModelError"}
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for module, name in where.items():
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+# ---------------------------------------------------------------- printing helpers
+
+
+def _table(rows: list[list[str]], header: list[str], right: set[int] = frozenset()) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+def _num(x, fmt: str = ".3f") -> str | None:
+    if isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x)):
+        return format(x, fmt)
+    return None
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_similar(args) -> int:
+    from songspace.library_api import Library
+
+    lib = Library.open(args.index, args.model)
+    frame = lib.similar(args.song, k=args.k, as_frame=True)
+    if args.json:
+        out = {"query": args.song, "k": args.k, "distance": lib.index.distance,
+               "scaler": lib.index.scaler_name, "exact": lib.index.meta.get("exact"),
+               "neighbours": frame.to_dict(orient="records")}
+        print(json.dumps(out, indent=2))
+        return 0
+    meta = lib.index.meta
+    print(f"nearest to {args.song}: {lib.index.distance} after {lib.index.scaler_name}, "
+          f"{meta.get('searcher')}, {lib.index.n_tracks} tracks")
+    rows = [[r.rank, r.track_id, r.label, f"{r.distance:.4f}"] for r in frame.itertuples()]
+    print(_table(rows, ["rank", "track_id", "label", "distance"], right={0, 3}))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from songspace.library_api import embed_files
+
+    emb = embed_files(args.files, model_path=args.model)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, emb)
+    print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, rows in the order of the files given")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from songspace.library_api import Library
+
+    lib = Library.open(args.index, args.model)
+    report = lib.add(args.files, label=args.label)
+    for r in report.itertuples():
+        print(f"added {r.track_id} ({r.label}): {r.path}" if r.added else f"skipped {r.path}: {r.note}")
+    print(f"{args.index}: {lib.index.n_tracks} tracks ({int(report['added'].sum())} added). "
+          "`dvc repro index` rebuilds it from the library alone.")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from songspace.library_api import Library
+
+    info = Library.open(args.index, args.model, check_model=False).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if value is None:
+            continue
+        if key == "recall_at_10":
+            value = f"{value:.3f} (approximate index against exact search)"
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from songspace import config
+
+    params = config.load(args.params)
+    from songspace import models  # torch: imported once the parameters are known to be readable
+
+    fp = params.features
+    rows = models.describe(params.models, fp.n_mels, fp.frames)
+    print(f"input: one log-mel segment (1, {fp.n_mels}, {fp.frames}) "
+          f"({fp.segment_seconds:g} s at {fp.sample_rate} Hz); * = params.yaml's model")
+    table = [[("* " if r["name"] == params.model else "  ") + r["name"], r["arch"], f"{r['parameters']:,}",
+              "x".join(str(s) for s in r["output_shape"]), f"{r['mflops']:.1f}", r["batch_size"]]
+             for r in rows]
+    print(_table(table, ["  model", "arch", "parameters", "embedding", "MFLOPs", "batch"], right={2, 4, 5}))
+    return 0
+
+
+def cmd_report(args) -> int:
+    path = Path(args.metrics)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no evaluation yet (run `dvc repro evaluate`)")
+    try:
+        result = json.loads(path.read_text())
+    except ValueError as err:
+        raise FileNotFoundError(f"{path}: not valid JSON ({err})") from None
+    head = result.get("headline") or {}
+    cell = f"{head.get('best_distance', head.get('distance', '?'))} / {head.get('best_scaler', head.get('scaler', '?'))}"
+    print(f"{path}")
+    print(f"  best cell        {cell}")
+    acc = _num(head.get("accuracy"))
+    if acc:
+        conf = head.get("confidence")
+        ci = ""
+        if _num(head.get("ci_low")) and _num(head.get("ci_high")):
+            level = f"{conf:.0%} " if isinstance(conf, (int, float)) else ""
+            ci = f" ({level}CI {head['ci_low']:.3f} to {head['ci_high']:.3f})"
+        chance = _num(head.get("chance"))
+        print(f"  accuracy         {acc}{ci}" + (f"; chance {chance}" if chance else ""))
+    n_q = head.get("n_quartets", result.get("n_quartets"))
+    if n_q is not None:
+        print(f"  test quartets    {n_q}")
+    if head.get("next_distance"):
+        sig = head.get("significant_vs_next")
+        print(f"  runner-up        {head['next_distance']} / {head.get('next_scaler')} "
+              f"{_num(head.get('next_accuracy')) or '?'}"
+              + ("" if sig is None else f" (best is {'significantly' if sig else 'not significantly'} better)"))
+    if head.get("best_baseline") is not None and _num(head.get("margin_over_baseline"), "+.3f"):
+        ci = ""
+        if _num(head.get("margin_ci_low")) and _num(head.get("margin_ci_high")):
+            ci = f" (CI {head['margin_ci_low']:+.3f} to {head['margin_ci_high']:+.3f})"
+        print(f"  best baseline    {head['best_baseline']} {_num(head.get('best_baseline_accuracy')) or '?'}; "
+              f"margin {head['margin_over_baseline']:+.3f}{ci}")
+    if not head:
+        print("  (no headline in this file)")
+    plots = Path(args.plots)
+    found = sorted(p for p in plots.glob("*") if p.suffix in PLOT_SUFFIXES) if plots.is_dir() else []
+    print(f"  plots            {', '.join(str(p) for p in found) if found else f'none under {plots}/'}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="songspace", description="songspace: a learned metric space for music.")
+    ap.add_argument("--version", action="version", version=f"songspace {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    paths = argparse.ArgumentParser(add_help=False)
+    paths.add_argument("--index", default="data/index", help="index folder (default: %(default)s)")
+    paths.add_argument("--model", default="data/models/best.pt", help="model checkpoint (default: %(default)s)")
+
+    p = sub.add_parser("similar", parents=[paths], help="the tracks nearest to a song")
+    p.add_argument("song", help="an audio file (in the library or not) or a track id of the index")
+    p.add_argument("-k", type=int, default=10, help="number of neighbours (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("embed", help="embed audio files with the model into a .npy file")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-o", "--output", required=True, help="output .npy: (files, dim) float32")
+    p.add_argument("--model", default="data/models/best.pt", help="model checkpoint (default: %(default)s)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("add", parents=[paths], help="add audio files to the index without rebuilding it")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--label", default=None, help="label of the added songs (default: unlabelled)")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("info", parents=[paths], help="what the index holds and how it was built")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="the model registry with parameter counts")
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="the headline of the evaluation")
+    p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")
+    p.add_argument("--plots", default="plots", help="plots folder (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 user error)."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "k", 1) < 1:
+        print("songspace: error: -k must be at least 1", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("songspace: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"songspace: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise

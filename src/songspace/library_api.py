@@ -1,0 +1,266 @@
+"""The Python API for similar songs: `Library` joins a trained model and its song index.
+
+    from songspace import Library
+    lib = Library.open()                       # data/index + data/models/best.pt
+    lib.similar("song.mp3", k=10)              # [(track_id, label, distance), ...]
+    lib.similar("bach-chorale-012", k=5, as_frame=True)
+    lib.add(["new/a.flac", "new/b.wav"], label="reel")
+    lib.embed(["x.wav"])                       # (1, 128) raw embeddings
+    lib.info()
+
+Opening checks that the checkpoint is the one the index was built with (its sha256); a
+changed checkpoint raises `StaleIndex` telling the user to run `dvc repro index`. Heavy
+modules (torch, faiss) are imported on first use, so `import songspace` stays quick.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from songspace.index import SongIndex
+
+DEFAULT_INDEX_DIR = Path("data/index")
+DEFAULT_MODEL_PATH = Path("data/models/best.pt")
+UNLABELLED = "unlabelled"
+
+
+class Neighbour(NamedTuple):
+    """One similar track: its id, its label and its distance from the query (grid units)."""
+
+    track_id: str
+    label: str
+    distance: float
+
+
+def load_model(model_path: str | Path = DEFAULT_MODEL_PATH, device: str = "cpu"):
+    """`(embedder, checkpoint metadata)`; `LibraryError` naming the file when it is missing or not a checkpoint."""
+    from songspace import embed
+    from songspace.index import LibraryError
+
+    try:
+        return embed.load_checkpoint(model_path, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise LibraryError(str(err)) from None
+
+
+def embed_files(paths, model=None, feature_params=None, model_path: str | Path = DEFAULT_MODEL_PATH,
+                device: str = "cpu", progress: bool = True) -> "np.ndarray":
+    """Raw track embeddings (len(paths), d) float32 of audio files, in order.
+
+    Each file is embedded as the pipeline embeds a track (mean over its segments). Raises
+    audio.AudioError naming the first file that is missing or cannot be decoded.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from songspace import embed
+
+    if model is None:
+        model, meta = load_model(model_path, device)
+        feature_params = meta["feature_params"]
+    paths = [Path(p) for p in paths]
+    rows = [embed.embed_file(model, p, feature_params, device=device)
+            for p in tqdm(paths, desc="embed", unit="file", disable=not progress or len(paths) < 2)]
+    dim = rows[0].shape[0] if rows else 0
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+class Library:
+    """A song index with the model that made it: similar songs, adding songs, embedding files."""
+
+    def __init__(self, index: "SongIndex", index_path: str | Path, model_path: str | Path,
+                 device: str = "cpu"):
+        self.index = index
+        self.index_path = Path(index_path)
+        self.model_path = Path(model_path)
+        self.device = device
+        self._model = None
+
+    @classmethod
+    def open(cls, index_path: str | Path = DEFAULT_INDEX_DIR, model_path: str | Path = DEFAULT_MODEL_PATH,
+             device: str = "cpu", check_model: bool = True) -> "Library":
+        """Open an index folder; with check_model, refuse it unless model_path is the checkpoint it was built with."""
+        from songspace.index import SongIndex
+
+        index = SongIndex.load(index_path)
+        if check_model:
+            index.check_model(model_path)
+        return cls(index, index_path, model_path, device)
+
+    # ------------------------------------------------------------ the model
+
+    @property
+    def model(self):
+        """`(embedder, checkpoint metadata)`, loaded on first use."""
+        if self._model is None:
+            self._model = load_model(self.model_path, self.device)
+        return self._model
+
+    def embed(self, paths, progress: bool = True) -> "np.ndarray":
+        """Raw embeddings (len(paths), d) of audio files with the index's model."""
+        model, meta = self.model
+        return embed_files(paths, model, meta["feature_params"], device=self.device, progress=progress)
+
+    # ------------------------------------------------------------ queries
+
+    def _rows_with(self, column: str, value: str) -> list[int]:
+        return [int(i) for i in (self.index.tracks[column] == value).to_numpy().nonzero()[0]]
+
+    def resolve(self, query: str | Path) -> tuple["np.ndarray", set[int], str]:
+        """A query's raw embedding (d,), the library rows that are the query itself, and a description.
+
+        A path to an existing file is the song in that file; it is the library's own track when
+        a track has the same bytes (sha1) or the same path, and then that track's stored
+        embedding is used and the track excluded. Otherwise a track_id of the index.
+        """
+        from songspace import audio, library
+        from songspace.index import UnknownTrack
+
+        tracks = self.index.tracks
+        path = Path(query)
+        if path.is_file():
+            try:
+                digest = library.sha1_of(path)
+            except OSError as err:
+                raise audio.AudioError(path, f"cannot read ({err.strerror or err})") from None
+            same_bytes = self._rows_with("sha1", digest)
+            same_path = [i for i, p in enumerate(tracks["path"]) if p and _same_file(p, path)]
+            itself = set(same_bytes) | set(same_path)
+            if same_bytes:
+                return self.index.embeddings[same_bytes[0]], itself, str(path)
+            return self.embed([path], progress=False)[0], itself, str(path)
+        rows = self._rows_with("track_id", str(query))
+        if rows:
+            return self.index.embeddings[rows[0]], set(rows), f"track {query}"
+        if path.exists():  # a folder, a device
+            raise audio.AudioError(path, "not a regular file")
+        raise UnknownTrack(f"{query}: no such file, and no track with that id in the index")
+
+    def similar(self, query: str | Path, k: int = 10, as_frame: bool = False):
+        """The k tracks nearest to a song (a file, in the library or not, or a track_id).
+
+        Returns a list of `Neighbour(track_id, label, distance)`, nearest first, or with
+        as_frame a DataFrame (rank, track_id, label, distance, path). The query's own track
+        (same bytes, same path or the track_id given) is never returned.
+        """
+        import pandas as pd
+
+        vector, itself, _ = self.resolve(query)
+        rows, dist = self.index.search(vector[None, :], k, exclude=[itself])
+        tracks = self.index.tracks
+        found = [(int(r), float(d)) for r, d in zip(rows[0], dist[0]) if r >= 0]
+        if as_frame:
+            return pd.DataFrame({
+                "rank": range(1, len(found) + 1),
+                "track_id": [tracks["track_id"].iat[r] for r, _ in found],
+                "label": [tracks["label"].iat[r] for r, _ in found],
+                "distance": [d for _, d in found],
+                "path": [tracks["path"].iat[r] for r, _ in found],
+            })
+        return [Neighbour(tracks["track_id"].iat[r], tracks["label"].iat[r], d) for r, d in found]
+
+    # ------------------------------------------------------------ growing the library
+
+    def _new_id(self, stem: str, taken: set[str]) -> str:
+        candidate, n = stem, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}-{n}"
+        return candidate
+
+    def add(self, paths, label: str | None = None, save: bool = True,
+            progress: bool = True) -> "pd.DataFrame":
+        """Embed audio files and add them to the index without rebuilding it.
+
+        Each file becomes a track (track_id from its file name, made unique; label as given, or
+        'unlabelled'). Files whose bytes are already in the index (or repeated in `paths`) are
+        not added again. Every file is embedded before any is added, so an undecodable file
+        (audio.AudioError) leaves the index unchanged. With save, the index folder is rewritten.
+        Returns a table: track_id, path, label, added (bool), note.
+        """
+        import pandas as pd
+
+        from songspace import audio, library
+
+        paths = [Path(p) for p in paths]
+        for p in paths:
+            if not p.is_file():
+                raise audio.AudioError(p, "no such file" if not p.exists() else "not a regular file")
+        known = dict(zip(self.index.tracks["sha1"], self.index.tracks["track_id"]))
+        taken = set(self.index.tracks["track_id"])
+        report, new = [], []
+        for p in paths:
+            digest = library.sha1_of(p)
+            if digest in known:
+                report.append({"track_id": known[digest], "path": str(p), "label": "", "added": False,
+                               "note": f"same bytes as track {known[digest]}: not added again"})
+                continue
+            track_id = self._new_id(p.stem, taken)
+            taken.add(track_id)
+            known[digest] = track_id
+            row = {"track_id": track_id, "path": _display_path(p), "label": label or UNLABELLED,
+                   "sha1": digest}
+            new.append(row)
+            report.append({**{k: row[k] for k in ("track_id", "path", "label")}, "added": True, "note": ""})
+        if new:
+            emb = self.embed([r["path"] for r in new], progress=progress)
+            self.index.add(emb, pd.DataFrame(new), progress=progress)
+            if save:
+                self.index.save(self.index_path)
+        return pd.DataFrame(report, columns=["track_id", "path", "label", "added", "note"])
+
+    # ------------------------------------------------------------ facts
+
+    def info(self) -> dict:
+        """Facts about the index: model, size, cell, index type, build time, recall, freshness."""
+        from songspace.index import StaleIndex
+
+        meta = dict(self.index.meta)
+        try:
+            self.index.check_model(self.model_path)
+            fresh = "up to date"
+        except StaleIndex:
+            fresh = "STALE: the checkpoint changed since the build; run `dvc repro index`"
+        except Exception as err:  # a missing checkpoint: info still describes the index
+            fresh = f"unknown ({err})"
+        model = meta.get("model") or {}
+        recall = meta.get("recall") or {}
+        return {
+            "index": str(self.index_path),
+            "model": model.get("model_name"),
+            "checkpoint": model.get("path"),
+            "checkpoint_sha256": model.get("sha256"),
+            "model_status": fresh,
+            "tracks": self.index.n_tracks,
+            "added_tracks": meta.get("added_tracks", 0),
+            "labels": int(self.index.tracks["label"].nunique()),
+            "distance": self.index.distance,
+            "scaler": self.index.scaler_name,
+            "chosen_by": meta.get("chosen_by"),
+            "faiss_metric": meta.get("faiss_metric"),
+            "index_type": meta.get("searcher"),
+            "exact": meta.get("exact"),
+            "recall_at_10": recall.get("recall_at_k"),
+            "built_at": meta.get("built_at"),
+            "build_seconds": meta.get("build_seconds"),
+            "updated_at": meta.get("updated_at"),
+            "dim": self.index.dim,
+        }
+
+
+def _display_path(p: Path) -> str:
+    """A path relative to the working folder when it lies below it, else absolute."""
+    absolute = p.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
