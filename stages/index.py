@@ -16,8 +16,11 @@ def main() -> None:
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
-    built = index.build_from_pipeline(args.features, args.tracks, args.splits, args.model, params,
-                                      eval_json=args.eval, device=args.device)
+    try:
+        built = index.build_from_pipeline(args.features, args.tracks, args.splits, args.model, params,
+                                          eval_json=args.eval, device=args.device)
+    except index.LibraryError as err:
+        raise SystemExit(f"index: {err}") from None
     built.save(args.out)
     meta = built.meta
     recall = meta["recall"]
