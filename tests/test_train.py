@@ -111,3 +111,16 @@ def test_other_settings_do_not_resume(project, tmp_path, capsys):
     p2 = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "lr": 0.01}})
     hist = train.fit(p2, _data(paths), tmp_path, progress=False).history
     assert len(hist) == 1 and "other settings" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_step_on_cuda_with_mixed_precision(project, tmp_path):
+    _, paths = project
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "device": "cuda",
+                                                   "amp": True}})
+    result = train.fit(p, _data(paths), tmp_path, progress=False)
+    assert next(result.model.parameters()).is_cuda
+    assert np.isfinite(result.history[0]["loss"])
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["scaler"]["scale"] > 0  # the GradScaler really ran
