@@ -280,8 +280,11 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
     steps_per_epoch = math.ceil(n_items / world / batch)
     while state["epoch"] < tp.epochs and state["stale"] < tp.patience:
         epoch = state["epoch"]
-        order = _rng(params.seed, epoch, -1).permutation(
-            np.resize(np.arange(len(data.triplets) if params.loss == "triplet" else len(data.train_tracks)), n_items))
+        # Whole passes, each a fresh permutation: a track (contrastive) or triplet repeats within
+        # a batch only where two passes meet.
+        n_pool = len(data.triplets) if params.loss == "triplet" else len(data.train_tracks)
+        rng = _rng(params.seed, epoch, -1)
+        order = np.concatenate([rng.permutation(n_pool) for _ in range(-(-n_items // n_pool))])[:n_items]
         order = order[rank::world][: n_items // world]  # equal share: DDP needs equal step counts
         dataset = make(data, params.augment, params.seed, order)
         dataset.epoch = epoch
