@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench thesis clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,20 @@ test-fast: setup
 
 bench: setup
 	$(PY) stages/bench.py --out metrics/bench.json
+
+# The thesis's comparison as DVC experiments: every model with triplet loss, the ResNets with
+# contrastive loss, on a small budget (THESIS_BUDGET), then the table.
+THESIS_BUDGET ?= -S train.epochs=4 -S train.steps_per_epoch=10
+thesis: setup
+	for m in model1 model2 model3 model4 model5 model6 resnet18 resnet50; do \
+	  dvc exp run --queue -n thesis-$$m -S model=$$m $(THESIS_BUDGET); done
+	for m in resnet18 resnet50; do \
+	  dvc exp run --queue -n thesis-$$m-contrastive -S model=$$m -S loss=contrastive \
+	    -S augment.noise.strength=0.5 $(THESIS_BUDGET); done
+	dvc queue start -j 1
+	while dvc queue status | grep -qE 'Queued|Running'; do sleep 30; done
+	dvc exp show --no-pager --only-changed --sort-by headline.accuracy \
+	  --keep '^(model|loss|headline.accuracy|headline.ci_low|headline.ci_high|headline.best_distance|headline.best_scaler|Experiment)$$'
 
 clean:
 	rm -rf $(VENV)

@@ -124,3 +124,14 @@ def test_training_step_on_cuda_with_mixed_precision(project, tmp_path):
     assert np.isfinite(result.history[0]["loss"])
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert ckpt["scaler"]["scale"] > 0  # the GradScaler really ran
+
+
+def test_finished_run_is_not_resumed_and_new_data_restart(project, tmp_path, capsys):
+    _, paths = project
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1}})
+    data = _data(paths)
+    train.fit(p, data, tmp_path, progress=False)
+    again = train.fit(p, data, tmp_path, progress=False)
+    assert len(again.history) == 1 and "finished run" in capsys.readouterr().out
+    data.triplets = data.triplets[::-1].copy()  # other inputs, same settings
+    assert train.run_identity(p, data) != train.run_identity(p, _data(paths))

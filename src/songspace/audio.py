@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 # Peak amplitude under which a file counts as silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
+WRITE_BLOCK_FRAMES = 1 << 16
 
 
 class AudioError(Exception):
@@ -64,19 +65,19 @@ def _short(err: Exception) -> str:
     return text[:200]
 
 
-@lru_cache(maxsize=32)
-def _resampler_key(orig: int, new: int) -> tuple[int, int]:
-    g = np.gcd(orig, new)
-    return orig // g, new // g
+@lru_cache(maxsize=16)
+def _resampler(orig_rate: int, rate: int) -> torchaudio.transforms.Resample:
+    # The transform builds its sinc kernel once; the functional form rebuilds it on every call.
+    return torchaudio.transforms.Resample(orig_rate, rate)
 
 
 def resample(wave: np.ndarray, orig_rate: int, rate: int) -> np.ndarray:
     """Resample a mono float32 signal (samples,) from `orig_rate` to `rate` Hz."""
     if orig_rate == rate:
         return wave.astype(np.float32, copy=False)
-    orig, new = _resampler_key(orig_rate, rate)
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig, new)
-    return out.numpy()
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    with torch.no_grad():
+        return _resampler(int(orig_rate), int(rate))(x).numpy()
 
 
 def load(
@@ -118,4 +119,8 @@ def write(path: str | Path, wave: np.ndarray, rate: int) -> None:
     """Write mono float32 audio as 16-bit PCM WAV (or the format the suffix names)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(wave, -1.0, 1.0), rate, subtype=None)
+    data = np.clip(wave, -1.0, 1.0)
+    # In blocks: libvorbis fails on single very long writes.
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=1 if data.ndim == 1 else data.shape[1]) as f:
+        for start in range(0, len(data), WRITE_BLOCK_FRAMES):
+            f.write(data[start : start + WRITE_BLOCK_FRAMES])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -118,6 +119,22 @@ def _extract_one(job: tuple[str, str, float | None, FeatureParams]):
         return track_id, None, None, err.reason
 
 
+def _chunk(n_jobs: int, workers: int) -> int:
+    """Tracks per task: a few at a time, but never so many that a worker idles."""
+    return max(1, min(4, -(-n_jobs // (4 * workers))))
+
+
+@contextmanager
+def _one_thread():
+    """One torch thread for per-file work in this process (more only contend)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _init_worker() -> None:
     # Each worker process works on one file at a time; more threads only contend for 2 cores.
     torch.set_num_threads(1)
@@ -139,9 +156,10 @@ def extract_library(tracks: pd.DataFrame, params: FeatureParams, workers: int | 
     bar = dict(total=len(jobs), desc="log-mel", unit="track", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.map(_extract_one, jobs, chunksize=4), **bar))
+            results = list(tqdm(pool.map(_extract_one, jobs, chunksize=_chunk(len(jobs), workers)), **bar))
     else:
-        results = [_extract_one(j) for j in tqdm(jobs, **bar)]
+        with _one_thread():
+            results = [_extract_one(j) for j in tqdm(jobs, **bar)]
     specs, rows, skipped = [], [], []
     path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
     for track_id, spec, offsets, reason in results:
@@ -198,9 +216,10 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
         jobs = []
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.map(_views_one, jobs, chunksize=2), **bar))
+            results = list(tqdm(pool.map(_views_one, jobs, chunksize=_chunk(len(jobs), workers)), **bar))
     else:
-        results = [_views_one(j) for j in tqdm(jobs, **bar)]
+        with _one_thread():
+            results = [_views_one(j) for j in tqdm(jobs, **bar)]
     specs, rows, skipped = [], [], []
     path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
     for track_id, spec, offsets, reason in results:

@@ -166,13 +166,31 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _config_hash(params: Params, n_train: int) -> str:
-    """Identity of a run: a checkpoint made under other settings is not resumed."""
+# The code a run's result depends on: a change in any of these starts training afresh.
+_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "models/__init__.py",
+                  "models/cnn.py", "models/resnet.py")
+
+
+def run_identity(params: Params, data: TrainData) -> str:
+    """Identity of a run: settings, inputs and training code.
+
+    A checkpoint is resumed only by a run of the same identity, so a killed run continues, while
+    new data, code or settings start afresh.
+    """
+    h = hashlib.sha1()
     keys = {"model": params.model, "loss": params.loss, "seed": params.seed,
             "model_params": dataclasses.asdict(params.model_params),
             "train": dataclasses.asdict(params.train), "augment": dataclasses.asdict(params.augment),
-            "features": dataclasses.asdict(params.features), "n_train": n_train}
-    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+            "features": dataclasses.asdict(params.features)}
+    h.update(json.dumps(keys, sort_keys=True).encode())
+    here = Path(__file__).parent
+    for name in _TRAINING_CODE:
+        h.update((here / name).read_bytes())
+    h.update(json.dumps([data.train_tracks, data.val_tracks]).encode())
+    for arr in (data.triplets, data.train_labels, data.val_quartets, data.val_odd):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(np.ascontiguousarray(data.bank).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -242,13 +260,18 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
         make = ViewPairs
     if tp.steps_per_epoch:
         n_items = tp.steps_per_epoch * batch * world
-    ident = _config_hash(params, len(data.train_tracks))
+    ident = run_identity(params, data)
 
     state = {"epoch": 0, "best": -math.inf, "stale": 0, "history": []}
     last = out / "last.pt"
     if last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=False)
-        if ckpt.get("ident") == ident:
+        finished = ckpt.get("state", {}).get("epoch", 0) >= tp.epochs or \
+            ckpt.get("state", {}).get("stale", 0) >= tp.patience
+        if ckpt.get("ident") == ident and finished:
+            if rank == 0:
+                print(f"{last} is a finished run: starting afresh")
+        elif ckpt.get("ident") == ident:
             model.load_state_dict(ckpt["model"])
             if head is not None and ckpt.get("head"):
                 head.load_state_dict(ckpt["head"])
@@ -260,7 +283,7 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
             if rank == 0:
                 print(f"resuming from {last} after epoch {state['epoch']}")
         elif rank == 0:
-            print(f"{last} was made with other settings: starting afresh")
+            print(f"{last} was made with other settings, data or code: starting afresh")
 
     net = model
     if distributed:
