@@ -114,7 +114,7 @@ def _extract_one(job: tuple[str, str, float | None, FeatureParams]):
     track_id, path, duration_s, params = job
     try:
         spec, offsets = track_segments(path, params, duration_s)
-        return track_id, spec, offsets, None
+        return track_id, spec[None], offsets, None
     except audio.AudioError as err:
         return track_id, None, None, err.reason
 
@@ -140,6 +140,43 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _map_tracks(fn, tracks: pd.DataFrame, extra: tuple, desc: str, workers: int | None,
+                progress: bool) -> list:
+    """`fn((track_id, path, duration_s, *extra))` for every track, in `workers` processes."""
+    workers = workers or min(2, os.cpu_count() or 1)
+    durations = tracks["duration_s"] if "duration_s" in tracks else [None] * len(tracks)
+    jobs = [(str(t), str(p), None if d is None else float(d), *extra)
+            for t, p, d in zip(tracks["track_id"], tracks["path"], durations)]
+    bar = dict(total=len(jobs), desc=desc, unit="track", disable=not progress)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            return list(tqdm(pool.map(fn, jobs, chunksize=_chunk(len(jobs), workers)), **bar))
+    with _one_thread():
+        return [fn(j) for j in tqdm(jobs, **bar)]
+
+
+def _collect(results: list, tracks: pd.DataFrame, params: FeatureParams,
+             with_views: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Stack per-track `(views, segments, n_mels, frames)` results into one array + index."""
+    specs, rows, skipped = [], [], []
+    path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
+    for track_id, spec, offsets, reason in results:
+        if reason is not None:
+            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
+            continue
+        for v in range(spec.shape[0]):
+            view = {"view": v} if with_views else {}
+            rows += [{"track_id": track_id, **view, "segment": s, "offset_s": round(float(o), 4)}
+                     for s, o in enumerate(offsets)]
+        specs.append(spec.reshape(-1, *spec.shape[2:]))
+    shape = (0, params.n_mels, params.frames)
+    array = np.concatenate(specs).astype(np.float32) if specs else np.zeros(shape, np.float32)
+    columns = ["track_id"] + (["view"] if with_views else []) + ["segment", "offset_s"]
+    index = pd.DataFrame(rows, columns=columns)
+    index.insert(0, "row", np.arange(len(index)))
+    return array, index, pd.DataFrame(skipped, columns=["track_id", "path", "reason"])
+
+
 def extract_library(tracks: pd.DataFrame, params: FeatureParams, workers: int | None = None,
                     progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Log-mel segments of every track of a track table (columns track_id, path[, duration_s]).
@@ -148,32 +185,8 @@ def extract_library(tracks: pd.DataFrame, params: FeatureParams, workers: int | 
     per segment (row, track_id, segment, offset_s), in track order; `skipped` lists tracks that
     could not be decoded (track_id, path, reason) instead of stopping the run.
     """
-    workers = workers or min(2, os.cpu_count() or 1)
-    durations = tracks["duration_s"] if "duration_s" in tracks else [None] * len(tracks)
-    jobs = [(str(t), str(p), None if d is None else float(d), params)
-            for t, p, d in zip(tracks["track_id"], tracks["path"], durations)]
-    results = []
-    bar = dict(total=len(jobs), desc="log-mel", unit="track", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.map(_extract_one, jobs, chunksize=_chunk(len(jobs), workers)), **bar))
-    else:
-        with _one_thread():
-            results = [_extract_one(j) for j in tqdm(jobs, **bar)]
-    specs, rows, skipped = [], [], []
-    path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
-    for track_id, spec, offsets, reason in results:
-        if reason is not None:
-            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
-            continue
-        for s, o in enumerate(offsets):
-            rows.append({"track_id": track_id, "segment": s, "offset_s": round(float(o), 4)})
-        specs.append(spec)
-    shape = (0, params.n_mels, params.frames)
-    array = np.concatenate(specs).astype(np.float32) if specs else np.zeros(shape, np.float32)
-    index = pd.DataFrame(rows, columns=["track_id", "segment", "offset_s"])
-    index.insert(0, "row", np.arange(len(index)))
-    return array, index, pd.DataFrame(skipped, columns=["track_id", "path", "reason"])
+    results = _map_tracks(_extract_one, tracks, (params,), "log-mel", workers, progress)
+    return _collect(results, tracks, params, with_views=False)
 
 
 def _views_one(job):
@@ -207,34 +220,10 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
     Returns `(views (n_tracks * views * segments_per_track, n_mels, frames), index, skipped)`;
     the index has columns row, track_id, view, segment, offset_s.
     """
-    workers = workers or min(2, os.cpu_count() or 1)
-    durations = tracks["duration_s"] if "duration_s" in tracks else [None] * len(tracks)
-    jobs = [(str(t), str(p), None if d is None else float(d), params, aug, views, seed)
-            for t, p, d in zip(tracks["track_id"], tracks["path"], durations)]
-    bar = dict(total=len(jobs), desc="augmented views", unit="track", disable=not progress)
     if views <= 0:
-        jobs = []
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-            results = list(tqdm(pool.map(_views_one, jobs, chunksize=_chunk(len(jobs), workers)), **bar))
-    else:
-        with _one_thread():
-            results = [_views_one(j) for j in tqdm(jobs, **bar)]
-    specs, rows, skipped = [], [], []
-    path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
-    for track_id, spec, offsets, reason in results:
-        if reason is not None:
-            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
-            continue
-        for v in range(spec.shape[0]):
-            for s, o in enumerate(offsets):
-                rows.append({"track_id": track_id, "view": v, "segment": s, "offset_s": round(float(o), 4)})
-        specs.append(spec.reshape(-1, *spec.shape[2:]))
-    shape = (0, params.n_mels, params.frames)
-    array = np.concatenate(specs).astype(np.float32) if specs else np.zeros(shape, np.float32)
-    index = pd.DataFrame(rows, columns=["track_id", "view", "segment", "offset_s"])
-    index.insert(0, "row", np.arange(len(index)))
-    return array, index, pd.DataFrame(skipped, columns=["track_id", "path", "reason"])
+        tracks = tracks.iloc[:0]
+    results = _map_tracks(_views_one, tracks, (params, aug, views, seed), "augmented views", workers, progress)
+    return _collect(results, tracks, params, with_views=True)
 
 
 def save(out_dir: str | Path, name: str, array: np.ndarray, index: pd.DataFrame,
