@@ -44,8 +44,8 @@ thesis: setup
 	    -S augment.noise.strength=0.5 $(THESIS_BUDGET); done
 	dvc queue start -j 1
 	while dvc queue status | grep -qE 'Queued|Running'; do sleep 30; done
-	dvc exp show --no-pager --only-changed --sort-by headline.accuracy \
-	  --keep '^(model|loss|headline.accuracy|headline.ci_low|headline.ci_high|headline.best_distance|headline.best_scaler|Experiment)$$'
+	dvc exp show --no-pager --md --drop '.*' \
+	  --keep '^(Experiment|model|loss|headline.accuracy|headline.ci_low|headline.ci_high|headline.best_distance|headline.best_scaler)$$'
 
 clean:
 	rm -rf $(VENV)
