@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from songspace import Library
+from songspace import Library, config, models
 from songspace.cli import main
 from tests.conftest import write_tone
 from tests.test_index import build_tiny_library
@@ -133,9 +133,13 @@ def test_info(tiny, capsys):
 def test_models_lists_the_registry(capsys):
     code, out, _ = run(capsys, "models", "--params", ROOT / "params.yaml")
     assert code == 0
-    assert "* model3" in out and "resnet50" in out and "parameters" in out
-    row = next(line for line in out.splitlines() if "model3" in line)
-    assert int(row.split()[3].replace(",", "")) > 10_000  # the parameter count
+    configured = config.load(ROOT / "params.yaml").model
+    assert f"* {configured} " in out and "resnet50" in out and "parameters" in out
+    row = next(line for line in out.splitlines() if " model3 " in f" {line} ")
+    name, arch, count = row.lstrip("* ").split()[:3]
+    assert (name, arch) == ("model3", "cnn")
+    assert int(count.replace(",", "")) == models.count_parameters(
+        models.build_by_name("model3", config.load(ROOT / "params.yaml").models, 64, 94))
 
 
 def test_report_prints_the_headline_and_survives_missing_keys(tmp_path, capsys):
