@@ -196,7 +196,10 @@ def test_run_save_and_print(tmp_path):
     result = bench.run(["grid", "pipeline"], sizes, params, repeats=1, stage_times=f, root=ROOT, progress=False)
     path = bench.save(result, tmp_path / "out" / "bench.json")
     back = json.loads(path.read_text())
-    assert set(back) == {"machine", "settings", "items", "pipeline"}
+    assert set(back) == {"machine", "settings", "items", "pipeline", "ratios"}
+    assert set(back["ratios"]) == {it["item"] for it in back["items"]}
+    for it in back["items"]:
+        assert back["ratios"][it["item"]]["ratio"] == it["ratio"]
     assert back["machine"]["cpu_model"] and back["settings"]["repeats"] == 1
     assert [it["item"] for it in back["items"]] == ["grid"] and back["pipeline"]["stages_sum_s"] == 12
     table = bench.format_table(back)

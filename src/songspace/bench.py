@@ -912,8 +912,17 @@ def markdown_table(result: dict, command: str = "make bench") -> str:
     return "\n".join(md)
 
 
+def ratios(result: dict) -> dict:
+    """`{item: {ratio, ours_s, alt_s}}`: the flat part of a result that `dvc metrics diff` compares
+    (it skips the `items` list)."""
+    return {it["item"]: {"ratio": it["ratio"], "ours_s": it["ours"]["median_s"], "alt_s": it["alt"]["median_s"]}
+            for it in result.get("items", [])}
+
+
 def save(result: dict, path: str | Path) -> Path:
-    """Write the result as JSON (atomically: a crash leaves the previous file whole)."""
+    """Write the result as JSON (atomically: a crash leaves the previous file whole), with the
+    flat `ratios` summary."""
+    result = {**result, "ratios": ratios(result)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
