@@ -279,7 +279,17 @@ def _search(searcher, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = max(1, min(k, searcher.ntotal)) if searcher.ntotal else 1
     if searcher.ntotal == 0:
         return np.full((len(q), k), np.inf), np.full((len(q), k), -1, dtype=np.int64)
-    d, i = searcher.search(q, k)
+    if len(q) == 1 and hasattr(faiss, "omp_get_max_threads"):
+        # One query is too little work to share: a second thread only waits for the first
+        # (measured on a busy 2-core machine: 0.07 ms with one thread, 16 ms with two).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            d, i = searcher.search(q, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    else:
+        d, i = searcher.search(q, k)
     return np.asarray(d, dtype=np.float64), np.asarray(i, dtype=np.int64)
 
 

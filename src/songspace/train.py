@@ -114,14 +114,18 @@ def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentPar
     return augment.augment_spectrogram(spec, aug, gen).unsqueeze(0), row
 
 
-class TripletSamples(Dataset):
-    """Item i: the inputs `(3, 1, n_mels, frames)` of triplet i and its tracks' labels `(3,)`."""
+class _Samples(Dataset):
+    """An epoch's items, in `order`; each item draws from its own (seed, epoch, item) generator."""
 
-    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray):
-        self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, 0
+    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray, epoch: int):
+        self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, epoch
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+class TripletSamples(_Samples):
+    """Item i: the inputs `(3, 1, n_mels, frames)` of triplet i and its tracks' labels `(3,)`."""
 
     def __getitem__(self, i: int):
         rng = _rng(self.seed, self.epoch, i)
@@ -130,14 +134,8 @@ class TripletSamples(Dataset):
         return x, torch.from_numpy(self.data.train_labels[trip])
 
 
-class ViewPairs(Dataset):
+class ViewPairs(_Samples):
     """Item i: two different augmented views `(2, 1, n_mels, frames)` of one training track."""
-
-    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray):
-        self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, 0
-
-    def __len__(self) -> int:
-        return len(self.order)
 
     def __getitem__(self, i: int):
         rng = _rng(self.seed, self.epoch, i)
@@ -309,8 +307,7 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
         rng = _rng(params.seed, epoch, -1)
         order = np.concatenate([rng.permutation(n_pool) for _ in range(-(-n_items // n_pool))])[:n_items]
         order = order[rank::world][: n_items // world]  # equal share: DDP needs equal step counts
-        dataset = make(data, params.augment, params.seed, order)
-        dataset.epoch = epoch
+        dataset = make(data, params.augment, params.seed, order, epoch)
         loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
                             pin_memory=device.type == "cuda", drop_last=len(order) > batch,
                             persistent_workers=False)
