@@ -1,6 +1,8 @@
 """Stage `index`: embed every library track with the trained model; build the similar-song index."""
 import argparse
 
+import pandas as pd
+
 from songspace import config, index
 
 
@@ -23,6 +25,10 @@ def main() -> None:
         raise SystemExit(f"index: {err}") from None
     built.save(args.out)
     meta = built.meta
+    listed = len(pd.read_csv(args.tracks, dtype=str))
+    if listed > meta["n_tracks"]:
+        print(f"{listed - meta['n_tracks']} track(s) of {args.tracks} have no features "
+              f"(see {args.features}/skipped.csv) and are not indexed")
     recall = meta["recall"]
     print(f"{args.out}: {meta['n_tracks']} tracks, {meta['distance']} after {meta['scaler']} "
           f"({meta['chosen_by']}); {meta['searcher']}"

@@ -21,6 +21,10 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load(args.params)
     data = train.load_data(args.features, args.groundtruth, args.tracks, args.views)
+    for what, n in data.dropped.items():
+        if n:
+            print(f"{n} {what.replace('_', ' ')} left out: they name tracks without features "
+                  f"(see {args.features}/skipped.csv)")
     print(f"{params.model} / {params.loss}: {len(data.train_tracks)} training tracks, "
           f"{len(data.triplets)} triplets, {len(data.val_quartets)} validation quartets, "
           f"batch {params.batch_size}")

@@ -135,3 +135,19 @@ def test_finished_run_is_not_resumed_and_new_data_restart(project, tmp_path, cap
     assert len(again.history) == 1 and "finished run" in capsys.readouterr().out
     data.triplets = data.triplets[::-1].copy()  # other inputs, same settings
     assert train.run_identity(p, data) != train.run_identity(p, _data(paths))
+
+
+def test_ground_truth_naming_tracks_without_features_is_counted(project, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    _, paths = project
+    gt = tmp_path / "gt"
+    shutil.copytree(paths["groundtruth"], gt)
+    trip = pd.read_csv(gt / "train_triplets.csv")
+    trip.loc[:2, "anchor"] = "not-decoded"
+    trip.to_csv(gt / "train_triplets.csv", index=False)
+    data = train.load_data(paths["features"], gt, paths["tracks"], paths["views"])
+    assert data.dropped == {"train_triplets": 3, "val_quartets": 0}
+    assert len(data.triplets) == len(trip) - 3

@@ -44,6 +44,8 @@ class TrainData:
     val_quartets: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
     val_odd: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     segment_index: pd.DataFrame | None = None
+    # ground truth left out because a track has no features (skipped as undecodable)
+    dropped: dict = field(default_factory=dict)
 
     @property
     def input_stats(self) -> tuple[float, float]:
@@ -78,12 +80,15 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     triplets = trip[keep].apply(lambda c: c.map(pos)).to_numpy(dtype=np.int64)
 
     val_tracks: list[str] = []
+    dropped_val = 0
     val_q = np.zeros((0, 3), int)
     val_odd = np.zeros(0, int)
     vq_file = gt / "val_quartets.csv"
     if vq_file.exists():
         vq = pd.read_csv(vq_file, dtype=str)
-        vq = vq[vq.isin(set(rows)).all(axis=1)]
+        usable = vq.isin(set(rows)).all(axis=1)
+        dropped_val = int((~usable).sum())
+        vq = vq[usable]
         val_tracks = sorted(set(vq[["song1", "song2", "song3"]].to_numpy().ravel()))
         vpos = {t: i for i, t in enumerate(val_tracks)}
         val_q = vq[["song1", "song2", "song3"]].apply(lambda c: c.map(vpos)).to_numpy(dtype=np.int64)
@@ -95,7 +100,8 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     labels = np.array([code[label_of.get(t, "")] for t in train_tracks], dtype=np.int64)
     return TrainData(segments=segments, pools=pools, bank=bank, train_tracks=train_tracks,
                      train_labels=labels, triplets=triplets, val_tracks=val_tracks,
-                     val_quartets=val_q, val_odd=val_odd, segment_index=index)
+                     val_quartets=val_q, val_odd=val_odd, segment_index=index,
+                     dropped={"train_triplets": int((~keep).sum()), "val_quartets": dropped_val})
 
 
 def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
