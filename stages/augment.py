@@ -22,8 +22,9 @@ def main() -> None:
     train = tracks[tracks["track_id"].isin(splits.loc[splits["split"] == "train", "track_id"])]
     start = time.perf_counter()
     array, index, skipped = features.extract_views(
-        train, params.features, params.augment, params.augment.views, params.seed)
-    features.save(args.out, "views", array, index, params.features)
+        train, params.features, params.augment, params.augment.views, params.seed,
+        frontend_name=params.model_params.frontend)
+    features.save_views(args.out, array, index)
     skipped.to_csv(Path(args.out) / "skipped.csv", index=False)
     if args.plot and len(train):
         first = train.iloc[0]

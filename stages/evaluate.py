@@ -21,8 +21,9 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load(args.params)
 
-    segments, index = features.load(args.features)
-    have = set(index["track_id"])
+    model, meta = embed.load_checkpoint(args.model)
+    spectra = features.load_spectra(args.features, meta["model_params"].frontend, params.features)
+    have = set(spectra.track_ids)
     tracks = pd.read_csv(args.tracks, dtype={"track_id": str, "label": str}).set_index("track_id")
     splits = pd.read_csv(f"{args.groundtruth}/splits.csv", dtype=str)
     train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
@@ -37,8 +38,9 @@ def main() -> None:
     quartets = np.vectorize(pos.get)(songs).astype(np.int64) if len(q) else np.zeros((0, 3), np.int64)
     odd = np.argmax(songs == q["odd"].to_numpy()[:, None], axis=1)
 
-    model, meta = embed.load_checkpoint(args.model)
-    print(f"embedding {len(train_ids)} training and {len(test_ids)} test tracks with {meta['model_name']}")
+    segments, index = spectra.segments(train_ids + test_ids)
+    print(f"embedding {len(train_ids)} training and {len(test_ids)} test tracks ({len(index)} segments) "
+          f"with {meta['model_name']}")
     model_train = embed.embed_tracks(model, segments, index, train_ids, progress=True)
     model_test = embed.embed_tracks(model, segments, index, test_ids, progress=True)
 
@@ -48,10 +50,14 @@ def main() -> None:
                              float(model.mean), float(model.std)).eval()
     baselines = {"random_weights": (embed.embed_tracks(random_net, segments, index, train_ids),
                                     embed.embed_tracks(random_net, segments, index, test_ids))}
-    code = {t: i for i, t in enumerate(pd.unique(index["track_id"]))}
-    seg_track = index["track_id"].map(code).to_numpy()
+    db_segments, db_index = features.load_spectra(args.features, "db", params.features).segments(
+        train_ids + test_ids)
+    code = {t: i for i, t in enumerate(pd.unique(db_index["track_id"]))}
+    seg_track = db_index["track_id"].map(code).to_numpy()
     baselines.update(evaluate.handcrafted_baselines(
-        segments, seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
+        db_segments[:], seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
+    baselines.update(evaluate.pretrained_baselines(
+        features.load_spectra(args.features, "musicnn", params.features), train_ids, test_ids))
 
     result = evaluate.evaluate_and_plot(
         model_train, model_test, baselines, quartets, odd, tracks.loc[test_ids, "label"].to_numpy(),

@@ -20,14 +20,15 @@ def main() -> None:
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
-    data = train.load_data(args.features, args.groundtruth, args.tracks, args.views)
+    data = train.load_data(args.features, args.groundtruth, args.tracks, args.views,
+                           frontend=params.model_params.frontend, feature_params=params.features)
     for what, n in data.dropped.items():
         if n:
             print(f"{n} {what.replace('_', ' ')} left out: they name tracks without features "
                   f"(see {args.features}/skipped.csv)")
     print(f"{params.model} / {params.loss}: {len(data.train_tracks)} training tracks, "
           f"{len(data.triplets)} triplets, {len(data.val_quartets)} validation quartets, "
-          f"batch {params.batch_size}")
+          f"{data.n_labels} labels")
     resume = (Path(args.out) / "last.pt").exists()
     # Under torchrun only the first process logs.
     first = os.environ.get("RANK", "0") == "0"

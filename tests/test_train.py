@@ -28,12 +28,13 @@ def _weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_load_data_pools_include_cached_views(project):
+def test_load_data_holds_whole_tracks_and_cached_views(project):
     params, paths = project
     data = _data(paths)
     assert len(data.train_tracks) == 8 and data.triplets.shape == (48, 3)
-    # two original segments + one view of two segments per training track
-    assert all(len(p) == 4 for p in data.pools) and data.bank.shape[0] == 24 + 16
+    # every track's whole log-mel (1.5 s at hop 128 / 16 kHz: 188 frames) + one view of two sections
+    assert len(data.spectra.table) == 12 and set(data.spectra.table["frames"]) == {188}
+    assert all(len(r) == 2 for r in data.view_rows) and data.views.shape[0] == 16
     assert data.val_quartets.shape == (20, 3) and set(data.val_odd) <= {0, 1, 2}
 
 
@@ -47,7 +48,7 @@ def test_triplet_training_learns_and_checkpoints(project, tmp_path):
     assert hist[-1]["val_accuracy"] >= 0.8  # low vs high tones: an easy, real task
     model, meta = embed.load_checkpoint(tmp_path / "best.pt")
     assert meta["model_name"] == "model1" and meta["feature_params"] == params.features
-    x = torch.from_numpy(np.array(data.segments[:4])).unsqueeze(1)
+    x = torch.from_numpy(data.spectra.segments()[0][:4]).unsqueeze(1)
     with torch.no_grad():
         assert model(x).shape == (4, 128)
 
@@ -151,3 +152,61 @@ def test_ground_truth_naming_tracks_without_features_is_counted(project, tmp_pat
     data = train.load_data(paths["features"], gt, paths["tracks"], paths["views"])
     assert data.dropped == {"train_triplets": 3, "val_quartets": 0}
     assert len(data.triplets) == len(trip) - 3
+
+
+def test_pk_batches_hold_k_tracks_of_p_labels():
+    labels = np.repeat(np.arange(6), [5, 5, 4, 6, 5, 5])
+    order = train.pk_order(labels, p=3, k=4, n_batches=20, rng=np.random.default_rng(0))
+    assert order.shape == (20 * 12,)
+    for batch in order.reshape(20, 12):
+        per_label = batch.reshape(3, 4)
+        assert all(len(set(labels[g])) == 1 for g in per_label)          # K of one label each
+        assert len({labels[g[0]] for g in per_label}) == 3                # P different labels
+        assert all(len(set(g)) == 4 for g in per_label)                   # K different tracks
+    again = train.pk_order(labels, p=3, k=4, n_batches=20, rng=np.random.default_rng(0))
+    assert np.array_equal(order, again)
+
+
+def test_epoch_crops_differ_between_epochs_and_are_seeded(project):
+    params, paths = project
+    data = _data(paths)
+    aug = config.from_dict({**TINY_PARAMS, "augment": {"views": 1, "segments": 2, "view_p": 0.0,
+                                                       "noise": {"p": 0.0}, "random_mask": {"p": 0.0},
+                                                       "time_mask": {"p": 0.0}, "freq_mask": {"p": 0.0}}}).augment
+    order = np.arange(len(data.train_tracks))
+    e0 = train.TrackSamples(data, aug, 7, order, epoch=0)
+    e0_again = train.TrackSamples(data, aug, 7, order, epoch=0)
+    e1 = train.TrackSamples(data, aug, 7, order, epoch=1)
+    a = torch.stack([e0[i][0] for i in range(len(order))])
+    assert torch.equal(a, torch.stack([e0_again[i][0] for i in range(len(order))]))
+    b = torch.stack([e1[i][0] for i in range(len(order))])
+    assert not torch.equal(a, b)
+    # each crop is a window of its own track's log-mel
+    track = data.train_tracks[0]
+    whole = torch.from_numpy(data.spectra.track(track))
+    crop = a[0, 0, 0]
+    frames = crop.shape[-1]
+    assert any(torch.allclose(crop, whole[:, s:s + frames]) for s in range(whole.shape[1] - frames + 1))
+
+
+def test_label_with_fewer_than_k_tracks_still_trains(tmp_path, capsys):
+    params, paths = make_project(tmp_path / "p", tracks_per_label=4)  # 2 training tracks per label
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1,
+                                                   "tracks_per_label": 3, "labels_per_batch": 4}})
+    data = _data(paths)
+    plan = train.plan_batches(p, data)
+    assert plan.sampler == "pk" and plan.batch == 2 * 3
+    result = train.fit(p, data, tmp_path / "out", progress=False)
+    out = capsys.readouterr().out
+    assert "fewer than train.tracks_per_label=3" in out and "only 2 labels" in out
+    assert np.isfinite(result.history[0]["loss"]) and (tmp_path / "out" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("loss,mining", [("triplet", "batch_hard"), ("triplet", "semihard"),
+                                         ("supcon", "none"), ("contrastive", "none")])
+def test_pk_losses_train(project, tmp_path, loss, mining):
+    params, paths = project
+    p = config.from_dict({**TINY_PARAMS, "loss": loss,
+                          "train": {**TINY_PARAMS["train"], "epochs": 1, "mining": mining}})
+    result = train.fit(p, _data(paths), tmp_path, progress=False)
+    assert np.isfinite(result.history[0]["loss"]) and result.history[0]["loss"] > 0

@@ -15,8 +15,8 @@ TINY_PARAMS = {
     "seed": 7,
     "model": "model1",
     "features": {"n_mels": 16, "n_fft": 256, "hop_length": 128, "segment_seconds": 0.5,
-                 "segments_per_track": 2},
-    "augment": {"views": 1},
+                 "segment_hop_seconds": 0.5, "max_segments": 2},
+    "augment": {"views": 1, "segments": 2},
     "train": {"epochs": 3, "lr": 0.003, "batch_size": 8, "patience": 10, "num_workers": 0},
     "models": {"model1": {"arch": "cnn", "channels": [4, 8], "fc": [32, 128], "batch_size": 8}},
     "groundtruth": {"train_triplets": 48, "test_quartets": 20, "val_quartets": 20},
@@ -58,11 +58,11 @@ def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[co
         songs = list(rng.permutation([a, b, odd]))
         quartets.append((*songs, odd))
     pd.DataFrame(quartets, columns=["song1", "song2", "song3", "odd"]).to_csv(gt / "val_quartets.csv", index=False)
-    array, index, _ = features.extract_library(tracks, params.features, workers=1, progress=False)
-    features.save(root / "features", "segments", array, index, params.features)
+    spectra, _ = features.extract_library(tracks, params.features, workers=1, progress=False)
+    features.save(root / "features", spectra)
     views, vindex, _ = features.extract_views(tracks[tracks["track_id"].isin(train)], params.features,
                                               params.augment, 1, params.seed, workers=1, progress=False)
-    features.save(root / "views", "views", views, vindex, params.features)
+    features.save_views(root / "views", views, vindex)
     paths = {"features": root / "features", "views": root / "views", "groundtruth": gt,
              "tracks": root / "tracks.csv"}
     return params, paths

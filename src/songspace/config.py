@@ -63,7 +63,8 @@ class FeatureParams:
     f_min: float = 0.0
     f_max: float = 8000.0
     segment_seconds: float = 3.0
-    segments_per_track: int = 4
+    segment_hop_seconds: float = 3.0   # segments cover the whole track, one every hop
+    max_segments: int = 64             # per track; a longer track's segments are spread evenly
 
     @property
     def segment_samples(self) -> int:
@@ -121,6 +122,8 @@ class FreqMaskParams:
 @dataclass(frozen=True)
 class AugmentParams:
     views: int = 2
+    segments: int = 4        # sections per training track that get cached views
+    view_p: float = 0.25     # share of training draws taken from the cached views (else a fresh crop)
     pitch_shift: PitchShiftParams = field(default_factory=PitchShiftParams)
     time_stretch: TimeStretchParams = field(default_factory=TimeStretchParams)
     resample: ResampleParams = field(default_factory=ResampleParams)
@@ -139,6 +142,9 @@ class TrainParams:
     weight_decay: float = 0.0
     patience: int = 5
     mining: str = "none"
+    sampler: str = "pk"
+    labels_per_batch: int = 8
+    tracks_per_label: int = 4
     temperature: float = 0.1
     projection_dim: int = 64
     steps_per_epoch: int | None = None
@@ -161,6 +167,11 @@ class ModelParams:
     depth: int = 18
     batch_size: int = 128
     embedding_dim: int = 128
+
+    @property
+    def frontend(self) -> str:
+        """The log-mel front end this model reads (features.FRONTENDS)."""
+        return "musicnn" if self.arch == "musicnn" else "db"
 
 
 @dataclass(frozen=True)
@@ -210,9 +221,10 @@ class Params:
         return self.train.batch_size or self.model_params.batch_size
 
 
-LOSSES = ("triplet", "contrastive")
+LOSSES = ("triplet", "contrastive", "supcon")
 SOURCES = ("corpus", "folder")
-MINING = ("none", "semihard", "hard")
+MINING = ("none", "semihard", "hard", "batch_hard")
+SAMPLERS = ("pk", "triplets")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -287,6 +299,10 @@ def validate(params: Params) -> Params:
     if params.train.mining not in MINING:
         raise ConfigError(
             f"train.mining '{params.train.mining}' is unknown; choose one of: {', '.join(MINING)}"
+        )
+    if params.train.sampler not in SAMPLERS:
+        raise ConfigError(
+            f"train.sampler '{params.train.sampler}' is unknown; choose one of: {', '.join(SAMPLERS)}"
         )
     if not 0 < params.split.test_fraction < 1:
         raise ConfigError("split.test_fraction must lie between 0 and 1")

@@ -32,8 +32,10 @@ class Embedder(torch.nn.Module):
 
 def build(model_name: str, model_params: ModelParams, feature_params: FeatureParams,
           mean: float = 0.0, std: float = 1.0) -> Embedder:
-    """A fresh (randomly initialised) embedder for the named model."""
-    backbone = models.build(model_params, feature_params.n_mels, feature_params.frames)
+    """A fresh embedder for the named model (random weights, or pretrained ones where the model
+    starts from a pretrained network), for segments of its front end."""
+    fe = features.frontend(model_params.frontend, feature_params)
+    backbone = models.build(model_params, fe.n_mels, fe.segment_frames)
     return Embedder(backbone, mean, std)
 
 
@@ -89,12 +91,20 @@ def embed_tracks(model: torch.nn.Module, segments: np.ndarray, index: pd.DataFra
     wanted = np.concatenate([rows[t] for t in track_ids]) if track_ids else np.zeros(0, int)
     sub_index = index.iloc[wanted].copy()
     sub_index["row"] = np.arange(len(wanted))
-    emb = embed_segments(model, segments[wanted], batch_size, device, progress)
+    # windows are read batch by batch: the whole library's segments need not fit in memory
+    subset = segments.take(wanted) if isinstance(segments, features.Windows) else segments[wanted]
+    emb = embed_segments(model, subset, batch_size, device, progress)
     return track_means(emb, sub_index, track_ids)
 
 
 def embed_file(model: torch.nn.Module, path: str | Path, feature_params: FeatureParams,
                device: str = "cpu") -> np.ndarray:
-    """Embedding `(d,)` of one audio file, outside any library."""
-    spec, _ = features.track_segments(path, feature_params)
-    return embed_segments(model, spec, device=device).mean(axis=0)
+    """Embedding `(d,)` of one audio file, outside any library: the mean over its segments."""
+    fe = features.frontend(frontend_of(model), feature_params)
+    return embed_segments(model, features.file_segments(path, fe, feature_params), device=device).mean(axis=0)
+
+
+def frontend_of(model: torch.nn.Module) -> str:
+    """The front end an embedder reads ('db' unless its backbone says otherwise)."""
+    backbone = getattr(model, "backbone", model)
+    return getattr(backbone, "input_frontend", "db")

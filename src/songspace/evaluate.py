@@ -442,6 +442,29 @@ def handcrafted_baselines(
     return {k: (v[rows_train], v[rows_test]) for k, v in feats.items()}
 
 
+PRETRAINED_BASELINES = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+
+
+def pretrained_baselines(spectra, train_tracks: list[str], test_tracks: list[str],
+                         batch_size: int = 64, progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pretrained musicnn embeddings, no training: the 200-d penultimate layer, mean over each
+    track's segments, for the MSD and MTT checkpoints: name -> (train (n_train, 200), test).
+
+    spectra: `features.Spectra` of the `musicnn` front end.
+    """
+    from songspace import embed
+    from songspace.models import musicnn
+
+    windows, index = spectra.segments(list(train_tracks) + list(test_tracks))
+    out = {}
+    for name, checkpoint in PRETRAINED_BASELINES.items():
+        net = musicnn.Penultimate(musicnn.load_pretrained(checkpoint)).eval()
+        emb = embed.embed_segments(net, windows, batch_size=batch_size, progress=progress)
+        out[name] = (embed.track_means(emb, index, list(train_tracks)),
+                     embed.track_means(emb, index, list(test_tracks)))
+    return out
+
+
 # ---------------------------------------------------------------- retrieval
 
 

@@ -1,17 +1,26 @@
-"""Waveform -> log-mel spectrogram segments.
+"""Waveform -> log-mel spectrograms: whole tracks, their segments, and training crops.
 
-A track becomes `segments_per_track` log-mel segments of `segment_seconds` each, spread evenly
-over the track. Only the needed sections are decoded, so a one-hour file costs as much as a
-thirty-second one. The whole library is stored as one array `(n_segments, n_mels, frames)` plus an
-index table (track_id, segment, offset_s), never one file per segment.
+Each track's log-mel is computed once over the whole track, with the front end its model was
+built for, and stored as one array `(total_frames, n_mels)` float16 plus a table of where each
+track starts (`<frontend>.npy`, `<frontend>.csv`). From it:
+
+- **segments** cover the whole track: windows of `segment_seconds`, every `segment_hop_seconds`,
+  at most `max_segments` per track (spread evenly when a long track has more); a track's
+  embedding averages them all;
+- **training crops** start anywhere in the track, freshly drawn every epoch (`Spectra.crop`).
+
+Front ends (`FRONTENDS`): `db` is the params-driven log-mel in dB (torchaudio, HTK mel scale);
+`musicnn` is the pretrained musicnn network's own input (16 kHz, n_fft 512, hop 256, 96 Slaney
+mel bands, `log10(10000 x + 1)`, windows of 187 frames), whatever `features.*` says.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,36 +33,86 @@ from tqdm import tqdm
 from . import audio
 from .config import AugmentParams, FeatureParams
 
-# Decode the whole file once instead of section by section when the sections cover at least
-# this share of it (seeking costs more than it saves for short clips).
-WHOLE_FILE_SHARE = 0.5
 TOP_DB = 80.0
+FRONTENDS = ("db", "musicnn")
+# musicnn's input, fixed by its pretrained weights
+MUSICNN_RATE = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_MELS = 96
+MUSICNN_FRAMES = 187  # frames of one 3 s musicnn window
+STORE_DTYPE = np.float16  # log-mel values are far coarser than float16's 11-bit mantissa
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """What a model's input is: the log-mel's shape and rate, and one segment's frames."""
+
+    name: str
+    sample_rate: int
+    hop_length: int
+    n_mels: int
+    segment_frames: int
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+def frontend(name: str, params: FeatureParams) -> Frontend:
+    """The front end called `name` ('db' follows `params`; 'musicnn' is fixed)."""
+    if name == "db":
+        return Frontend("db", params.sample_rate, params.hop_length, params.n_mels, params.frames)
+    if name == "musicnn":
+        return Frontend("musicnn", MUSICNN_RATE, MUSICNN_HOP, MUSICNN_MELS, MUSICNN_FRAMES)
+    raise ValueError(f"front end '{name}' is unknown; choose one of: {', '.join(FRONTENDS)}")
 
 
 @lru_cache(maxsize=8)
-def _transforms(params: FeatureParams) -> torch.nn.Module:
+def _db_transform(params: FeatureParams) -> torch.nn.Module:
     return torch.nn.Sequential(
         torchaudio.transforms.MelSpectrogram(
-            sample_rate=params.sample_rate,
-            n_fft=params.n_fft,
-            hop_length=params.hop_length,
-            n_mels=params.n_mels,
-            f_min=params.f_min,
-            f_max=params.f_max,
-            power=2.0,
-        ),
+            sample_rate=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
+            n_mels=params.n_mels, f_min=params.f_min, f_max=params.f_max, power=2.0),
         torchaudio.transforms.AmplitudeToDB(stype="power", top_db=TOP_DB),
     )
 
 
-def logmel(wave: np.ndarray | torch.Tensor, params: FeatureParams) -> torch.Tensor:
-    """Log-mel power spectrogram in dB: `(..., samples)` -> `(..., n_mels, frames)` float32.
+@lru_cache(maxsize=1)
+def _musicnn_mel() -> torch.nn.Module:
+    # librosa.feature.melspectrogram's defaults: Slaney scale and norm, centred, reflect padding
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=MUSICNN_RATE, n_fft=MUSICNN_N_FFT, hop_length=MUSICNN_HOP, n_mels=MUSICNN_MELS,
+        f_min=0.0, f_max=MUSICNN_RATE / 2, power=2.0, center=True, pad_mode="reflect",
+        norm="slaney", mel_scale="slaney")
 
-    `top_db` clipping is per call, so pass one segment (or a batch of equal footing) at a time.
+
+def logmel(wave: np.ndarray | torch.Tensor, params: FeatureParams) -> torch.Tensor:
+    """The `db` front end: `(..., samples)` -> `(..., n_mels, frames)` float32 log-mel in dB.
+
+    `top_db` clipping is relative to the loudest bin of each call (a whole track or a segment).
     """
     x = torch.as_tensor(wave, dtype=torch.float32)
     with torch.no_grad():
-        return _transforms(params)(x)
+        return _db_transform(params)(x)
+
+
+def musicnn_logmel(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The `musicnn` front end: 16 kHz `(..., samples)` -> `(..., 96, frames)` float32.
+
+    As musicnn computes it: mel power spectrogram cast to float16, then `log10(10000 x + 1)`.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    with torch.no_grad():
+        mel = _musicnn_mel()(x).to(torch.float16).to(torch.float32)
+        return torch.log10(10000.0 * mel + 1.0)
+
+
+def spectrogram(wave: np.ndarray | torch.Tensor, fe: Frontend, params: FeatureParams) -> np.ndarray:
+    """`(..., samples)` at `fe.sample_rate` -> `(..., n_mels, frames)` float32 through front end `fe`."""
+    if fe.name == "musicnn":
+        return musicnn_logmel(wave).numpy()
+    return logmel(wave, params).numpy()
 
 
 def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
@@ -63,60 +122,55 @@ def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(wave, (0, samples - wave.shape[0]))
 
 
-def segment_offsets(duration_s: float, params: FeatureParams) -> np.ndarray:
-    """Start times (s) of the segments of a track: evenly spread, first at 0, last ending at the end.
+def fit_frames(spec: np.ndarray, frames: int) -> np.ndarray:
+    """Cut a `(n_mels, T)` log-mel to `frames`, or pad it with its own minimum (silence)."""
+    if spec.shape[-1] >= frames:
+        return spec[..., :frames]
+    fill = float(spec.min()) if spec.size else 0.0
+    pad = [(0, 0)] * (spec.ndim - 1) + [(0, frames - spec.shape[-1])]
+    return np.pad(spec, pad, constant_values=fill)
 
-    A track shorter than one segment gets `segments_per_track` offsets of 0 (zero-padded later).
+
+def segment_starts(n_frames: int, fe: Frontend, params: FeatureParams) -> np.ndarray:
+    """First frames of a track's segments: they cover all `n_frames` frames.
+
+    Windows of `fe.segment_frames` every `segment_hop_seconds`, the last one ending at the end;
+    more than `max_segments` are thinned to that many, evenly spread. A track shorter than one
+    window has one segment at 0 (padded when read).
     """
-    span = max(0.0, duration_s - params.segment_seconds)
-    if params.segments_per_track == 1:
+    win = fe.segment_frames
+    if n_frames <= win:
+        return np.zeros(1, dtype=np.int64)
+    span = n_frames - win
+    hop = max(1, int(round(params.segment_hop_seconds * fe.frames_per_second)))
+    count = min(-(-span // hop) + 1, params.max_segments)
+    return np.round(np.linspace(0, span, count)).astype(np.int64)
+
+
+def segment_offsets(duration_s: float, count: int, segment_seconds: float) -> np.ndarray:
+    """Start times (s) of `count` sections evenly spread over a track, first at 0, last at the end."""
+    span = max(0.0, duration_s - segment_seconds)
+    if count == 1:
         return np.array([span / 2.0])
-    return np.linspace(0.0, span, params.segments_per_track)
+    return np.linspace(0.0, span, count)
 
 
-def track_waves(path: str | Path, params: FeatureParams, duration_s: float | None = None,
-                extra_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the sections a track's segments need.
-
-    Returns `(waves (segments_per_track, samples), offsets_s)`; `samples` is the segment length
-    plus `extra_s` seconds (augmentations that shorten audio need a little more). Raises
-    audio.AudioError for a file that cannot be decoded or is silent.
-    """
-    if duration_s is None:
-        duration_s = audio.info(path).duration_s
-    offsets = segment_offsets(duration_s, params)
-    seconds = params.segment_seconds + extra_s
-    samples = int(round(seconds * params.sample_rate))
-    needed = min(duration_s, len(offsets) * seconds)
-    if duration_s <= 0 or needed >= WHOLE_FILE_SHARE * duration_s:
-        whole = audio.load(path, params.sample_rate)
-        starts = np.round(offsets * params.sample_rate).astype(int)
-        waves = np.stack([fit_length(whole[s:], samples) for s in starts])
-    else:
-        waves = np.stack([
-            fit_length(audio.load(path, params.sample_rate, offset_s=o, duration_s=seconds), samples)
-            for o in offsets
-        ])
-    if audio.is_silent(waves):
-        raise audio.AudioError(path, "silent (no sample above -100 dBFS in the analysed sections)")
-    return waves.astype(np.float32, copy=False), offsets
+def track_spectrogram(path: str | Path, fe: Frontend, params: FeatureParams) -> np.ndarray:
+    """The whole track's log-mel `(n_mels, frames)` float32. Raises audio.AudioError for a file
+    that cannot be decoded or is silent."""
+    wave = audio.load(path, fe.sample_rate)
+    if audio.is_silent(wave):
+        raise audio.AudioError(path, "silent (no sample above -100 dBFS)")
+    return spectrogram(wave, fe, params)
 
 
-def track_segments(path: str | Path, params: FeatureParams,
-                   duration_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel segments of one track: `(segments_per_track, n_mels, frames)` float32, offsets (s)."""
-    waves, offsets = track_waves(path, params, duration_s)
-    spec = logmel(waves[:, : params.segment_samples], params)
-    return spec.numpy(), offsets
-
-
-def _extract_one(job: tuple[str, str, float | None, FeatureParams]):
-    track_id, path, duration_s, params = job
+def _extract_one(job):
+    track_id, path, _duration_s, fe, params = job
     try:
-        spec, offsets = track_segments(path, params, duration_s)
-        return track_id, spec[None], offsets, None
+        spec = track_spectrogram(path, fe, params)
+        return track_id, spec.T.astype(STORE_DTYPE), None
     except audio.AudioError as err:
-        return track_id, None, None, err.reason
+        return track_id, None, err.reason
 
 
 def _chunk(n_jobs: int, workers: int) -> int:
@@ -155,9 +209,223 @@ def _map_tracks(fn, tracks: pd.DataFrame, extra: tuple, desc: str, workers: int 
         return [fn(j) for j in tqdm(jobs, **bar)]
 
 
-def _collect(results: list, tracks: pd.DataFrame, params: FeatureParams,
-             with_views: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Stack per-track `(views, segments, n_mels, frames)` results into one array + index."""
+def _skipped(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["track_id", "path", "reason"])
+
+
+def extract_library(tracks: pd.DataFrame, params: FeatureParams, frontend_name: str = "db",
+                    workers: int | None = None, progress: bool = True) -> tuple["Spectra", pd.DataFrame]:
+    """Whole-track log-mels of every track of a track table (columns track_id, path[, duration_s]).
+
+    Returns `(spectra, skipped)`: `skipped` lists tracks that could not be decoded
+    (track_id, path, reason) instead of stopping the run.
+    """
+    fe = frontend(frontend_name, params)
+    results = _map_tracks(_extract_one, tracks, (fe, params), f"log-mel ({fe.name})", workers, progress)
+    path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
+    arrays, rows, skipped, start = [], [], [], 0
+    for track_id, spec, reason in results:
+        if reason is not None:
+            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
+            continue
+        arrays.append(spec)
+        rows.append({"track_id": track_id, "start": start, "frames": len(spec)})
+        start += len(spec)
+    array = np.concatenate(arrays) if arrays else np.zeros((0, fe.n_mels), STORE_DTYPE)
+    table = pd.DataFrame(rows, columns=["track_id", "start", "frames"])
+    return Spectra(array, table, fe, params), _skipped(skipped)
+
+
+class Windows:
+    """Segments of tracks as one array-like `(n_segments, n_mels, segment_frames)` float32.
+
+    Reads windows out of a `(total_frames, n_mels)` spectrogram store on demand, so the segments of
+    a whole library never need to sit in memory at once.
+    """
+
+    def __init__(self, store: np.ndarray, starts: np.ndarray, ends: np.ndarray, frames: int):
+        self.store, self.starts, self.ends, self.frames = store, starts, ends, frames
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), self.store.shape[1], self.frames)
+
+    def _one(self, i: int) -> np.ndarray:
+        s = int(self.starts[i])
+        part = np.asarray(self.store[s : min(s + self.frames, int(self.ends[i]))], dtype=np.float32).T
+        return fit_frames(part, self.frames)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self._one(int(key))
+        idx = np.arange(len(self))[key]
+        if len(idx) == 0:
+            return np.zeros((0, *self.shape[1:]), np.float32)
+        return np.stack([self._one(int(i)) for i in idx])
+
+    def take(self, rows: np.ndarray) -> "Windows":
+        """The windows at `rows`, still read on demand."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Windows(self.store, self.starts[rows], self.ends[rows], self.frames)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class Spectra:
+    """Whole-track log-mels of a library: `array (total_frames, n_mels)` + `table` (track_id,
+    start, frames) + the front end that made them."""
+
+    def __init__(self, array: np.ndarray, table: pd.DataFrame, fe: Frontend, params: FeatureParams):
+        self.array, self.table, self.fe, self.params = array, table.reset_index(drop=True), fe, params
+        self._pos = {t: i for i, t in enumerate(self.table["track_id"].astype(str))}
+
+    def __contains__(self, track_id: str) -> bool:
+        return track_id in self._pos
+
+    @property
+    def track_ids(self) -> list[str]:
+        return list(self._pos)
+
+    def span(self, track_id: str) -> tuple[int, int]:
+        """`(first frame, frame count)` of a track in `array`."""
+        row = self.table.iloc[self._pos[track_id]]
+        return int(row["start"]), int(row["frames"])
+
+    def crop(self, track_id: str, offset: int, frames: int | None = None) -> np.ndarray:
+        """`(n_mels, frames)` float32 from `offset` frames into the track (padded past its end)."""
+        frames = frames or self.fe.segment_frames
+        start, n = self.span(track_id)
+        offset = min(max(0, offset), max(0, n - 1))
+        part = np.asarray(self.array[start + offset : start + min(n, offset + frames)], np.float32).T
+        return fit_frames(part, frames)
+
+    def random_crop(self, track_id: str, rng: np.random.Generator) -> np.ndarray:
+        """A segment starting at a uniformly drawn frame of the track (anywhere it fits whole)."""
+        _, n = self.span(track_id)
+        return self.crop(track_id, int(rng.integers(max(1, n - self.fe.segment_frames + 1))))
+
+    def track(self, track_id: str) -> np.ndarray:
+        """The whole track: `(n_mels, frames)` float32."""
+        start, n = self.span(track_id)
+        return np.asarray(self.array[start : start + n], np.float32).T
+
+    def segments(self, track_ids: list[str] | None = None) -> tuple[Windows, pd.DataFrame]:
+        """The segments of the tracks (all by default): `(windows, index)`; the index has one row
+        per segment (row, track_id, segment, offset_s), in track order."""
+        ids = self.track_ids if track_ids is None else list(track_ids)
+        starts, ends, rows = [], [], []
+        for t in ids:
+            start, n = self.span(t)
+            offs = segment_starts(n, self.fe, self.params)
+            starts.append(start + offs)
+            ends.append(np.full(len(offs), start + n))
+            rows += [(t, s, round(float(o) / self.fe.frames_per_second, 4)) for s, o in enumerate(offs)]
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
+        index = pd.DataFrame(rows, columns=["track_id", "segment", "offset_s"])
+        index.insert(0, "row", np.arange(len(index)))
+        return Windows(self.array, cat(starts), cat(ends), self.fe.segment_frames), index
+
+
+def save(out_dir: str | Path, spectra: Spectra) -> None:
+    """Write `<frontend>.npy` (frames) and `<frontend>.csv` (track table) under `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = spectra.fe.name
+    np.save(out / f"{name}.npy", spectra.array)
+    spectra.table.to_csv(out / f"{name}.csv", index=False)
+    (out / f"{name}.params.json").write_text(json.dumps(
+        {"frontend": asdict(spectra.fe), "features": asdict(spectra.params)}, indent=1) + "\n")
+
+
+def load_spectra(out_dir: str | Path, frontend_name: str = "db", params: FeatureParams | None = None,
+                 mmap: bool = True) -> Spectra:
+    """Read back what `save` wrote (memory-mapped by default). `params` overrides the stored
+    segment settings (the stored ones are used when None)."""
+    out = Path(out_dir)
+    files = [out / f"{frontend_name}.{ext}" for ext in ("npy", "csv", "params.json")]
+    for f in files:
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: no such feature file (run `dvc repro features`)")
+    meta = json.loads(files[2].read_text())
+    stored = FeatureParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["features"].items()})
+    array = np.load(files[0], mmap_mode="r" if mmap else None)
+    table = pd.read_csv(files[1], dtype={"track_id": str})
+    if len(table) and int(table["start"].iloc[-1] + table["frames"].iloc[-1]) != len(array):
+        raise ValueError(f"{files[1]}: its tracks span {int(table['start'].iloc[-1] + table['frames'].iloc[-1])} "
+                         f"frames but {files[0]} holds {len(array)}")
+    params = params or stored
+    return Spectra(array, table, frontend(frontend_name, params), params)
+
+
+def load(out_dir: str | Path, frontend_name: str = "db",
+         params: FeatureParams | None = None) -> tuple[Windows, pd.DataFrame]:
+    """The segments of every track in `out_dir`: `(windows, index)` (see `Spectra.segments`)."""
+    return load_spectra(out_dir, frontend_name, params).segments()
+
+
+def rows_by_track(index: pd.DataFrame) -> dict[str, np.ndarray]:
+    """track_id -> the array rows of its segments."""
+    return {t: g["row"].to_numpy() for t, g in index.groupby("track_id", sort=False)}
+
+
+def file_segments(path: str | Path, fe: Frontend, params: FeatureParams) -> np.ndarray:
+    """The segments of one audio file outside any library: `(n, n_mels, segment_frames)`."""
+    spec = track_spectrogram(path, fe, params)
+    spectra = Spectra(np.ascontiguousarray(spec.T), pd.DataFrame(
+        {"track_id": ["file"], "start": [0], "frames": [spec.shape[1]]}), fe, params)
+    return spectra.segments()[0][:]
+
+
+# ---------------------------------------------------------------- cached augmented views
+
+
+def _views_one(job):
+    track_id, path, duration_s, fe, params, aug, views, seed = job
+    from . import augment  # imported here: augment builds on this module's log-mel
+
+    try:
+        if duration_s is None:
+            duration_s = audio.info(path).duration_s
+        # A little extra audio so that a faster time stretch still fills a segment.
+        seconds = fe.segment_frames / fe.frames_per_second
+        extra_s = seconds * aug.time_stretch.max_change * aug.time_stretch.p
+        offsets = segment_offsets(duration_s, aug.segments, seconds)
+        samples = int(round((seconds + extra_s) * fe.sample_rate))
+        waves = [fit_length(audio.load(path, fe.sample_rate, offset_s=o, duration_s=seconds + extra_s), samples)
+                 for o in offsets]
+    except audio.AudioError as err:
+        return track_id, None, None, err.reason
+    seg_samples = int(round(seconds * fe.sample_rate))
+    specs = []
+    for view in range(views):
+        # One generator per (seed, track, view): the same views whatever the worker count.
+        digest = int(hashlib.sha1(track_id.encode()).hexdigest()[:15], 16)
+        rng = np.random.default_rng([seed, digest, view])
+        out = [fit_length(augment.augment_waveform(w, fe.sample_rate, aug, rng), seg_samples) for w in waves]
+        specs.append(fit_frames(spectrogram(np.stack(out), fe, params), fe.segment_frames))
+    return track_id, np.stack(specs), offsets, None
+
+
+def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParams, views: int,
+                  seed: int, frontend_name: str = "db", workers: int | None = None,
+                  progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Waveform-augmented views of `aug.segments` sections of each track, as log-mel segments.
+
+    Every section gets `views` versions, each through `augment.augment_waveform` (pitch shift,
+    time stretch, resampling with their probabilities). Returns
+    `(views (n_tracks * views * aug.segments, n_mels, segment_frames) float32, index, skipped)`;
+    the index has columns row, track_id, view, segment, offset_s.
+    """
+    fe = frontend(frontend_name, params)
+    if views <= 0:
+        tracks = tracks.iloc[:0]
+    results = _map_tracks(_views_one, tracks, (fe, params, aug, views, seed), "augmented views",
+                          workers, progress)
     specs, rows, skipped = [], [], []
     path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
     for track_id, spec, offsets, reason in results:
@@ -165,87 +433,30 @@ def _collect(results: list, tracks: pd.DataFrame, params: FeatureParams,
             skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
             continue
         for v in range(spec.shape[0]):
-            view = {"view": v} if with_views else {}
-            rows += [{"track_id": track_id, **view, "segment": s, "offset_s": round(float(o), 4)}
+            rows += [{"track_id": track_id, "view": v, "segment": s, "offset_s": round(float(o), 4)}
                      for s, o in enumerate(offsets)]
         specs.append(spec.reshape(-1, *spec.shape[2:]))
-    shape = (0, params.n_mels, params.frames)
+    shape = (0, fe.n_mels, fe.segment_frames)
     array = np.concatenate(specs).astype(np.float32) if specs else np.zeros(shape, np.float32)
-    columns = ["track_id"] + (["view"] if with_views else []) + ["segment", "offset_s"]
-    index = pd.DataFrame(rows, columns=columns)
+    index = pd.DataFrame(rows, columns=["track_id", "view", "segment", "offset_s"])
     index.insert(0, "row", np.arange(len(index)))
-    return array, index, pd.DataFrame(skipped, columns=["track_id", "path", "reason"])
+    return array, index, _skipped(skipped)
 
 
-def extract_library(tracks: pd.DataFrame, params: FeatureParams, workers: int | None = None,
-                    progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Log-mel segments of every track of a track table (columns track_id, path[, duration_s]).
-
-    Returns `(segments (n_segments, n_mels, frames) float32, index, skipped)`: `index` has one row
-    per segment (row, track_id, segment, offset_s), in track order; `skipped` lists tracks that
-    could not be decoded (track_id, path, reason) instead of stopping the run.
-    """
-    results = _map_tracks(_extract_one, tracks, (params,), "log-mel", workers, progress)
-    return _collect(results, tracks, params, with_views=False)
-
-
-def _views_one(job):
-    track_id, path, duration_s, params, aug, views, seed = job
-    from . import augment  # imported here: augment builds on this module's log-mel
-
-    try:
-        # A little extra audio so that a faster time stretch still fills a segment.
-        extra_s = params.segment_seconds * aug.time_stretch.max_change * aug.time_stretch.p
-        waves, offsets = track_waves(path, params, duration_s, extra_s=extra_s)
-    except audio.AudioError as err:
-        return track_id, None, None, err.reason
-    specs = []
-    for view in range(views):
-        # One generator per (seed, track, view): the same views whatever the worker count.
-        digest = int(hashlib.sha1(track_id.encode()).hexdigest()[:15], 16)
-        rng = np.random.default_rng([seed, digest, view])
-        out = [fit_length(augment.augment_waveform(w, params.sample_rate, aug, rng), params.segment_samples)
-               for w in waves]
-        specs.append(logmel(np.stack(out), params).numpy())
-    return track_id, np.stack(specs), offsets, None
-
-
-def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParams, views: int,
-                  seed: int, workers: int | None = None,
-                  progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Waveform-augmented views of each track, as log-mel segments.
-
-    Every track gets `views` versions of each of its segments, each through
-    `augment.augment_waveform` (pitch shift, time stretch, resampling with their probabilities).
-    Returns `(views (n_tracks * views * segments_per_track, n_mels, frames), index, skipped)`;
-    the index has columns row, track_id, view, segment, offset_s.
-    """
-    if views <= 0:
-        tracks = tracks.iloc[:0]
-    results = _map_tracks(_views_one, tracks, (params, aug, views, seed), "augmented views", workers, progress)
-    return _collect(results, tracks, params, with_views=True)
-
-
-def save(out_dir: str | Path, name: str, array: np.ndarray, index: pd.DataFrame,
-         params: FeatureParams) -> None:
-    """Write `<name>.npy` (the segments) and `<name>.csv` (the index) under `out_dir`."""
+def save_views(out_dir: str | Path, array: np.ndarray, index: pd.DataFrame) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / f"{name}.npy", array)
-    index.to_csv(out / f"{name}.csv", index=False)
-    pd.Series(asdict(params)).to_json(out / f"{name}.params.json")
+    np.save(out / "views.npy", array)
+    index.to_csv(out / "views.csv", index=False)
 
 
-def load(out_dir: str | Path, name: str = "segments", mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Read back what `save` wrote: `(segments, index)`; the array is memory-mapped by default."""
+def load_views(out_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """`(views (n, n_mels, frames), index)`; empty when the folder holds none."""
     out = Path(out_dir)
-    array = np.load(out / f"{name}.npy", mmap_mode="r" if mmap else None)
-    index = pd.read_csv(out / f"{name}.csv", dtype={"track_id": str})
+    if not (out / "views.npy").exists():
+        return np.zeros((0, 1, 1), np.float32), pd.DataFrame(columns=["row", "track_id", "view", "segment", "offset_s"])
+    array = np.load(out / "views.npy", mmap_mode="r")
+    index = pd.read_csv(out / "views.csv", dtype={"track_id": str})
     if len(index) != len(array):
-        raise ValueError(f"{out}/{name}: index has {len(index)} rows but the array {len(array)}")
+        raise ValueError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
     return array, index
-
-
-def rows_by_track(index: pd.DataFrame) -> dict[str, np.ndarray]:
-    """track_id -> the array rows of its segments."""
-    return {t: g["row"].to_numpy() for t, g in index.groupby("track_id", sort=False)}

@@ -671,14 +671,15 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
 
     ip = params.index
     distance, scaler, chosen = resolve_cell(ip.distance, ip.scaler, eval_json)
-    segments, seg_index = features.load(features_dir, "segments")
+    model, meta = embed.load_checkpoint(model_path, device=device)
+    spectra = features.load_spectra(features_dir, meta["model_params"].frontend, params.features)
     tracks = pd.read_csv(tracks_csv, dtype=str, keep_default_na=False)
-    have = set(seg_index["track_id"].astype(str))
+    have = set(spectra.track_ids)
     tracks = tracks[tracks["track_id"].isin(have)].reset_index(drop=True)
     if tracks.empty:
         raise LibraryError(f"{features_dir}: no segments for any track of {tracks_csv}")
     tracks["sha1"] = _sha1_column(tracks)
-    model, meta = embed.load_checkpoint(model_path, device=device)
+    segments, seg_index = spectra.segments(list(tracks["track_id"]))
     t0 = time.perf_counter()
     emb = embed.embed_tracks(model, segments, seg_index, list(tracks["track_id"]),
                              device=device, progress=progress)

@@ -1,7 +1,11 @@
 """Thin wrappers that choose pytorch-metric-learning losses by name.
 
-- `triplet`: TripletMarginLoss on ground-truth (anchor, positive, negative) triplets, or on triplets
-  mined within the batch from labels (`mining: semihard | hard`).
+- `triplet`: TripletMarginLoss on ground-truth (anchor, positive, negative) triplets, or, from
+  labels (P x K batches, or `mining` set), on every valid triplet of the batch or those a miner
+  picks: `semihard` / `hard` (TripletMarginMiner), `batch_hard` (BatchHardMiner: the hardest
+  positive and negative of each anchor).
+- `supcon`: supervised contrastive loss (SupConLoss): every same-label item of the batch is a
+  positive.
 - `contrastive`: NT-Xent (SimCLR): two augmented views of a track are the positive pair, every other
   view in the batch is a negative. Single process: pytorch-metric-learning's SelfSupervisedLoss.
   Under DDP: DistributedLossWrapper gathers the views of all processes, so negatives come from the
@@ -19,18 +23,24 @@ from pytorch_metric_learning.utils import distributed as pml_dist
 class TripletLoss(torch.nn.Module):
     """Triplet margin loss over `(3B, d)` embeddings laid out as [anchors; positives; negatives]."""
 
-    def __init__(self, margin: float, mining: str = "none"):
+    def __init__(self, margin: float, mining: str = "none", from_labels: bool = False):
         super().__init__()
         self.loss = pml_losses.TripletMarginLoss(margin=margin)
+        self.from_labels = from_labels or mining != "none"
         self.miner = None
-        if mining != "none":
+        if mining == "batch_hard":
+            self.miner = pml_miners.BatchHardMiner()
+        elif mining != "none":
             self.miner = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=mining)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """`embeddings (3B, d)`; `labels (3B,)` are needed only when mining."""
-        if self.miner is not None:
+        """`embeddings (3B, d)` as [anchors; positives; negatives], or `(B, d)` with `labels (B,)`
+        when triplets come from labels."""
+        if self.from_labels:
             if labels is None:
-                raise ValueError("triplet mining needs the tracks' labels")
+                raise ValueError("triplets from labels need the tracks' labels")
+            if self.miner is None:  # every valid triplet of the batch
+                return self.loss(embeddings, labels)
             return self.loss(embeddings, labels, self.miner(embeddings, labels))
         b = embeddings.shape[0] // 3
         idx = torch.arange(b, device=embeddings.device)
@@ -57,14 +67,29 @@ class ContrastiveLoss(torch.nn.Module):
         return self.loss(torch.cat([view1, view2]), torch.cat([labels, labels]))
 
 
-LOSSES = {"triplet": TripletLoss, "contrastive": ContrastiveLoss}
+class SupConLoss(torch.nn.Module):
+    """Supervised contrastive loss over `(B, d)` projections with labels `(B,)`; under DDP the
+    other processes' items join as positives and negatives (DistributedLossWrapper)."""
+
+    def __init__(self, temperature: float, distributed: bool = False):
+        super().__init__()
+        loss = pml_losses.SupConLoss(temperature=temperature)
+        self.loss = pml_dist.DistributedLossWrapper(loss) if distributed else loss
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings, labels)
+
+
+LOSSES = {"triplet": TripletLoss, "contrastive": ContrastiveLoss, "supcon": SupConLoss}
 
 
 def build(name: str, margin: float = 0.2, mining: str = "none", temperature: float = 0.1,
-          distributed: bool = False) -> torch.nn.Module:
+          distributed: bool = False, from_labels: bool = False) -> torch.nn.Module:
     """The loss called `name` (see LOSSES)."""
     if name == "triplet":
-        return TripletLoss(margin, mining)
+        return TripletLoss(margin, mining, from_labels)
     if name == "contrastive":
         return ContrastiveLoss(temperature, distributed)
+    if name == "supcon":
+        return SupConLoss(temperature, distributed)
     raise ValueError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")

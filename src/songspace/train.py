@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,55 +27,61 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import augment, embed, evaluate, features, losses
-from .config import AugmentParams, Params
+from . import augment, embed, evaluate, features, losses, models
+from .config import AugmentParams, FeatureParams, Params
 
 
 @dataclass
 class TrainData:
     """Everything the loop needs, in memory or memory-mapped."""
 
-    segments: np.ndarray                 # (n_segments, n_mels, frames) originals
-    pools: list[np.ndarray]              # per training track: rows of `bank` it may draw from
-    bank: np.ndarray                     # originals followed by cached augmented views
+    spectra: features.Spectra            # whole-track log-mels of every track (the model's front end)
+    views: np.ndarray                    # (n_views, n_mels, frames) cached augmented views
+    view_rows: list[np.ndarray]          # per training track: its rows of `views`
     train_tracks: list[str]
     train_labels: np.ndarray             # (n_train,) int label per training track
     triplets: np.ndarray                 # (n_triplets, 3) positions into train_tracks
     val_tracks: list[str] = field(default_factory=list)
     val_quartets: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
     val_odd: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    segment_index: pd.DataFrame | None = None
     # ground truth left out because a track has no features (skipped as undecodable)
     dropped: dict = field(default_factory=dict)
 
     @property
     def input_stats(self) -> tuple[float, float]:
-        """Mean and standard deviation (dB) of the training tracks' original segments."""
-        rows = np.concatenate([p[p < len(self.segments)] for p in self.pools])
-        sample = np.asarray(self.segments[np.sort(rows)[:: max(1, len(rows) // 512)]])
+        """Mean and standard deviation of the training tracks' log-mel (up to 20,000 frames)."""
+        spans = [self.spectra.span(t) for t in self.train_tracks]
+        rows = np.concatenate([np.arange(s, s + n) for s, n in spans])
+        rows = rows[:: max(1, len(rows) // 20000)]
+        sample = np.asarray(self.spectra.array[rows], dtype=np.float64)
         return float(sample.mean()), float(sample.std() + 1e-6)
+
+    @property
+    def n_labels(self) -> int:
+        return len(np.unique(self.train_labels))
 
 
 def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
-              views_dir: str | Path | None = None) -> TrainData:
-    """Read the features, cached augmented views and ground truth written by earlier stages."""
-    segments, index = features.load(features_dir, "segments")
-    rows = features.rows_by_track(index)
+              views_dir: str | Path | None = None, frontend: str = "db",
+              feature_params: FeatureParams | None = None) -> TrainData:
+    """Read the features, cached augmented views and ground truth written by earlier stages.
+
+    `frontend` names the log-mel the model reads; `feature_params` sets the validation tracks'
+    segments (the stored settings when None).
+    """
+    spectra = features.load_spectra(features_dir, frontend, feature_params)
     gt = Path(groundtruth_dir)
     splits = pd.read_csv(gt / "splits.csv", dtype=str)
     tracks = pd.read_csv(tracks_csv, dtype={"track_id": str, "label": str})
     label_of = dict(zip(tracks["track_id"], tracks["label"]))
 
-    train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in rows]
+    train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in spectra]
     pos = {t: i for i, t in enumerate(train_tracks)}
-    bank, pools = segments, [rows[t] for t in train_tracks]
-    if views_dir is not None and (Path(views_dir) / "views.npy").exists():
-        views, vindex = features.load(views_dir, "views")
-        if len(views):
-            vrows = features.rows_by_track(vindex)
-            bank = np.concatenate([np.asarray(segments), np.asarray(views)])
-            pools = [np.concatenate([rows[t], vrows.get(t, np.zeros(0, int)) + len(segments)])
-                     for t in train_tracks]
+    views, vindex = np.zeros((0, spectra.fe.n_mels, spectra.fe.segment_frames), np.float32), None
+    if views_dir is not None:
+        views, vindex = features.load_views(views_dir)
+    vrows = features.rows_by_track(vindex) if vindex is not None and len(vindex) else {}
+    view_rows = [vrows.get(t, np.zeros(0, int)) for t in train_tracks]
     trip = pd.read_csv(gt / "train_triplets.csv", dtype=str)
     keep = trip.isin(set(pos)).all(axis=1)
     triplets = trip[keep].apply(lambda c: c.map(pos)).to_numpy(dtype=np.int64)
@@ -86,7 +93,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     vq_file = gt / "val_quartets.csv"
     if vq_file.exists():
         vq = pd.read_csv(vq_file, dtype=str)
-        usable = vq.isin(set(rows)).all(axis=1)
+        usable = vq[["song1", "song2", "song3"]].map(lambda t: t in spectra).all(axis=1)
         dropped_val = int((~usable).sum())
         vq = vq[usable]
         val_tracks = sorted(set(vq[["song1", "song2", "song3"]].to_numpy().ravel()))
@@ -95,12 +102,12 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
         songs = vq[["song1", "song2", "song3"]].to_numpy()
         val_odd = np.argmax(songs == vq["odd"].to_numpy()[:, None], axis=1)
 
-    names = sorted({label_of.get(t, "") for t in train_tracks})
+    names = sorted({str(label_of.get(t, "")) for t in train_tracks})
     code = {n: i for i, n in enumerate(names)}
-    labels = np.array([code[label_of.get(t, "")] for t in train_tracks], dtype=np.int64)
-    return TrainData(segments=segments, pools=pools, bank=bank, train_tracks=train_tracks,
+    labels = np.array([code[str(label_of.get(t, ""))] for t in train_tracks], dtype=np.int64)
+    return TrainData(spectra=spectra, views=views, view_rows=view_rows, train_tracks=train_tracks,
                      train_labels=labels, triplets=triplets, val_tracks=val_tracks,
-                     val_quartets=val_q, val_odd=val_odd, segment_index=index,
+                     val_quartets=val_q, val_odd=val_odd,
                      dropped={"train_triplets": int((~keep).sum()), "val_quartets": dropped_val})
 
 
@@ -109,22 +116,41 @@ def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, item + 1])
 
 
-def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams,
-          exclude: int = -1) -> tuple[torch.Tensor, int]:
-    """One training input of a track: a random segment or cached view, spectrogram-augmented."""
-    pool = data.pools[track]
-    choices = pool[pool != exclude] if len(pool) > 1 else pool
-    row = int(choices[rng.integers(len(choices))])
-    spec = torch.from_numpy(np.array(data.bank[row], dtype=np.float32))
+def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams) -> torch.Tensor:
+    """One training input `(1, n_mels, frames)` of a track, spectrogram-augmented: a cached
+    augmented view with probability `aug.view_p`, else a crop starting anywhere in the track."""
+    rows = data.view_rows[track]
+    if len(rows) and rng.random() < aug.view_p:
+        spec = np.array(data.views[int(rows[rng.integers(len(rows))])], dtype=np.float32)
+    else:
+        spec = data.spectra.random_crop(data.train_tracks[track], rng)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return augment.augment_spectrogram(spec, aug, gen).unsqueeze(0), row
+    return augment.augment_spectrogram(torch.from_numpy(spec), aug, gen).unsqueeze(0)
+
+
+def pk_order(labels: np.ndarray, p: int, k: int, n_batches: int, rng: np.random.Generator) -> np.ndarray:
+    """Track positions of `n_batches` batches, each K tracks of each of P labels: `(n_batches * P * K,)`.
+
+    Labels are drawn without replacement within a batch (all of them when there are fewer than
+    P); tracks without replacement within a label, with replacement when the label has fewer
+    than K (its tracks then recur with different crops).
+    """
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    p = min(p, len(groups))
+    out = []
+    for _ in range(n_batches):
+        for g in rng.choice(len(groups), size=p, replace=False):
+            out.append(rng.choice(groups[g], size=k, replace=len(groups[g]) < k))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 class _Samples(Dataset):
     """An epoch's items, in `order`; each item draws from its own (seed, epoch, item) generator."""
 
-    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray, epoch: int):
+    def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray, epoch: int,
+                 views: int = 1):
         self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, epoch
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.order)
@@ -136,19 +162,18 @@ class TripletSamples(_Samples):
     def __getitem__(self, i: int):
         rng = _rng(self.seed, self.epoch, i)
         trip = self.data.triplets[self.order[i]]
-        x = torch.stack([_draw(self.data, int(t), rng, self.aug)[0] for t in trip])
+        x = torch.stack([_draw(self.data, int(t), rng, self.aug) for t in trip])
         return x, torch.from_numpy(self.data.train_labels[trip])
 
 
-class ViewPairs(_Samples):
-    """Item i: two different augmented views `(2, 1, n_mels, frames)` of one training track."""
+class TrackSamples(_Samples):
+    """Item i: `views` crops `(views, 1, n_mels, frames)` of track order[i] and its label."""
 
     def __getitem__(self, i: int):
         rng = _rng(self.seed, self.epoch, i)
         track = int(self.order[i])
-        a, row = _draw(self.data, track, rng, self.aug)
-        b, _ = _draw(self.data, track, rng, self.aug, exclude=row)
-        return torch.stack([a, b]), torch.tensor(self.data.train_labels[track])
+        x = torch.stack([_draw(self.data, track, rng, self.aug) for _ in range(self.views)])
+        return x, torch.tensor(self.data.train_labels[track])
 
 
 class ProjectionHead(torch.nn.Module):
@@ -171,8 +196,8 @@ def select_device(name: str) -> torch.device:
 
 
 # The code a run's result depends on: a change in any of these starts training afresh.
-_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "models/__init__.py",
-                  "models/cnn.py", "models/resnet.py")
+_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py",
+                  "models/__init__.py", "models/cnn.py", "models/resnet.py")
 
 
 def run_identity(params: Params, data: TrainData) -> str:
@@ -193,7 +218,8 @@ def run_identity(params: Params, data: TrainData) -> str:
     h.update(json.dumps([data.train_tracks, data.val_tracks]).encode())
     for arr in (data.triplets, data.train_labels, data.val_quartets, data.val_odd):
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(np.ascontiguousarray(data.bank).tobytes())
+    h.update(np.ascontiguousarray(data.spectra.array).tobytes())
+    h.update(np.ascontiguousarray(data.views).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -207,8 +233,9 @@ def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_s
     """Odd-one-out accuracy (cosine) of the validation quartets; NaN without validation data."""
     if len(data.val_quartets) == 0:
         return float("nan")
-    emb = embed.embed_tracks(model, data.segments, data.segment_index, data.val_tracks,
-                             batch_size=batch_size, device=device)
+    segments, index = data.spectra.segments(data.val_tracks)
+    emb = embed.embed_tracks(model, segments, index, data.val_tracks, batch_size=batch_size,
+                             device=device)
     return float(evaluate.odd_one_out_accuracy(emb, data.val_quartets, data.val_odd, "cosine"))
 
 
@@ -216,6 +243,76 @@ def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_s
 class TrainResult:
     history: list[dict]          # per epoch: epoch, loss, val_accuracy, lr
     model: torch.nn.Module       # the weights after the last epoch (best ones are in best.pt)
+
+
+@dataclass
+class BatchPlan:
+    """How an epoch's batches are made."""
+
+    sampler: str                 # pk | triplets
+    make: type                   # the Dataset class of the items
+    views: int                   # crops per item (TrackSamples)
+    batch: int                   # items per batch and process
+    steps: int                   # batches per epoch and process
+    order: Callable[[np.random.Generator], np.ndarray]  # rng -> item order, whole batches
+    notes: list[str]
+
+
+def plan_batches(params: Params, data: TrainData, world: int = 1) -> BatchPlan:
+    """The sampler, item type, batch size and epoch order that `params` asks for on `data`.
+
+    - `pk`: each batch holds K crops-of-tracks of each of P labels (`train.labels_per_batch` x
+      `train.tracks_per_label`); the loss mines within the batch (triplet with `train.mining`,
+      supcon) or pairs two crops per track (contrastive). Needs at least two labels: with one
+      (e.g. annotated quartets and no labels) it falls back to `triplets`.
+    - `triplets`: ground-truth triplets (triplet loss) or a permutation of the training tracks,
+      two crops each (contrastive, supcon).
+    """
+    tp = params.train
+    notes: list[str] = []
+    sampler = tp.sampler
+    n_train = len(data.train_tracks)
+    if n_train < 2:
+        raise ValueError("fewer than two training tracks: nothing to learn from")
+    if sampler == "pk" and data.n_labels < 2:
+        notes.append("train.sampler pk needs at least two labels among the training tracks: "
+                     "using the ground-truth triplets instead")
+        sampler = "triplets"
+    views = 2 if params.loss in ("contrastive", "supcon") else 1
+    if sampler == "pk":
+        k = tp.tracks_per_label
+        counts = np.bincount(data.train_labels)
+        small = int((counts[counts > 0] < k).sum())
+        if small:
+            notes.append(f"warning: {small} of {data.n_labels} labels have fewer than "
+                         f"train.tracks_per_label={k} training tracks: their tracks recur within a "
+                         "batch (with different crops)")
+        p = min(tp.labels_per_batch, data.n_labels)
+        if p < tp.labels_per_batch:
+            notes.append(f"warning: only {p} labels for train.labels_per_batch="
+                         f"{tp.labels_per_batch}: batches hold {p} labels")
+        batch = p * k
+        steps = tp.steps_per_epoch or max(1, math.ceil(n_train / batch / world))
+        views = 2 if params.loss == "contrastive" else 1
+        order = lambda rng: pk_order(data.train_labels, p, k, steps * world, rng)  # noqa: E731
+        return BatchPlan("pk", TrackSamples, views, batch, steps, order, notes)
+
+    batch = max(1, params.batch_size // world)
+    if params.loss == "triplet":
+        if tp.mining == "none" and len(data.triplets) == 0:
+            raise ValueError("no training triplets: check data/groundtruth/train_triplets.csv")
+        n_pool, make = len(data.triplets), TripletSamples
+    else:
+        n_pool, make = n_train, TrackSamples
+    steps = tp.steps_per_epoch or max(1, math.ceil(n_pool / batch / world))
+    n_items = steps * batch * world
+
+    def order(rng: np.random.Generator) -> np.ndarray:
+        # Whole passes, each a fresh permutation: an item repeats within a batch only where two
+        # passes meet.
+        return np.concatenate([rng.permutation(n_pool) for _ in range(-(-n_items // n_pool))])[:n_items]
+
+    return BatchPlan("triplets", make, views, batch, steps, order, notes)
 
 
 def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
@@ -239,31 +336,26 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
     out.mkdir(parents=True, exist_ok=True)
     if len(data.train_tracks) < 2:
         raise ValueError("fewer than two training tracks: nothing to learn from")
-    if params.loss == "triplet" and tp.mining == "none" and len(data.triplets) == 0:
-        raise ValueError("no training triplets: check data/groundtruth/train_triplets.csv")
+    plan = plan_batches(params, data, world)
+    if rank == 0:
+        for line in plan.notes:
+            print(line)
 
     torch.manual_seed(params.seed)  # initial weights and dropout: the only users of global RNG
-    mean, std = data.input_stats
+    # musicnn reads its own front end as it was trained; the others a standardised log-mel
+    mean, std = data.input_stats if params.model_params.frontend == "db" else (0.0, 1.0)
     model = embed.build(params.model, params.model_params, params.features, mean, std).to(device)
     head = None
-    trainable = list(model.parameters())
-    if params.loss == "contrastive":
+    groups = models.param_groups(model, tp.lr, tp.weight_decay)
+    if params.loss in ("contrastive", "supcon"):
         head = ProjectionHead(params.model_params.embedding_dim, tp.projection_dim).to(device)
-        trainable += list(head.parameters())
-    loss_fn = losses.build(params.loss, tp.margin, tp.mining, tp.temperature, distributed).to(device)
-    optimizer = torch.optim.Adam(trainable, lr=tp.lr, weight_decay=tp.weight_decay)
+        groups.append({"params": list(head.parameters()), "lr": tp.lr, "weight_decay": tp.weight_decay})
+    loss_fn = losses.build(params.loss, tp.margin, tp.mining, tp.temperature, distributed,
+                           from_labels=plan.sampler == "pk").to(device)
+    optimizer = torch.optim.Adam(groups, lr=tp.lr, weight_decay=tp.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tp.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    batch = max(1, params.batch_size // world)
-    if params.loss == "triplet":
-        n_items = len(data.triplets)
-        make = TripletSamples
-    else:
-        n_items = len(data.train_tracks)
-        make = ViewPairs
-    if tp.steps_per_epoch:
-        n_items = tp.steps_per_epoch * batch * world
+    batch = plan.batch
     ident = run_identity(params, data)
 
     state = {"epoch": 0, "best": -math.inf, "stale": 0, "history": []}
@@ -304,19 +396,15 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
         }, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)  # a kill mid-write leaves the old file whole
 
-    steps_per_epoch = math.ceil(n_items / world / batch)
+    steps_per_epoch = plan.steps
     while state["epoch"] < tp.epochs and state["stale"] < tp.patience:
         epoch = state["epoch"]
-        # Whole passes, each a fresh permutation: a track (contrastive) or triplet repeats within
-        # a batch only where two passes meet.
-        n_pool = len(data.triplets) if params.loss == "triplet" else len(data.train_tracks)
-        rng = _rng(params.seed, epoch, -1)
-        order = np.concatenate([rng.permutation(n_pool) for _ in range(-(-n_items // n_pool))])[:n_items]
-        order = order[rank::world][: n_items // world]  # equal share: DDP needs equal step counts
-        dataset = make(data, params.augment, params.seed, order, epoch)
+        order = plan.order(_rng(params.seed, epoch, -1))
+        # equal shares of whole batches: DDP needs equal step counts, P x K batches stay whole
+        order = order.reshape(-1, batch)[rank::world][:steps_per_epoch].ravel()
+        dataset = plan.make(data, params.augment, params.seed, order, epoch, plan.views)
         loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
-                            pin_memory=device.type == "cuda", drop_last=len(order) > batch,
-                            persistent_workers=False)
+                            pin_memory=device.type == "cuda", persistent_workers=False)
         model.train()
         if head is not None:
             head.train()
@@ -327,10 +415,16 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
             x = x.to(device, non_blocking=True)
             labels = labels.to(device)
             b, k = x.shape[:2]
+            if labels.dim() == 1:  # one label per track: the same for each of its k views
+                labels = labels[:, None].expand(b, k)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                # views laid out [view 0 of every item; view 1 of every item; ...]
                 emb = net(x.transpose(0, 1).reshape(b * k, *x.shape[2:]))
+                flat = labels.transpose(0, 1).reshape(-1)
                 if params.loss == "triplet":
-                    loss = loss_fn(emb.float(), labels.transpose(0, 1).reshape(-1))
+                    loss = loss_fn(emb.float(), flat)
+                elif params.loss == "supcon":
+                    loss = loss_fn(head(emb).float(), flat)
                 else:
                     z = head(emb).float()
                     loss = loss_fn(z[:b], z[b:])

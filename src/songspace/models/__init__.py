@@ -119,3 +119,9 @@ def describe(models: dict[str, ModelParams], n_mels: int, frames: int) -> list[d
             }
         )
     return rows
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups: every trainable parameter at `lr`."""
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
+             "weight_decay": weight_decay}]
