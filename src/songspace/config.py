@@ -45,6 +45,7 @@ class CorpusParams:
 class SplitParams:
     test_fraction: float = 0.3
     val_fraction: float = 0.15
+    method: str = "partition"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class GroundTruthParams:
     test_quartets: int = 2000
     val_quartets: int = 500
     train_triplets: int = 4000
+    min_val_quartets: int = 100
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ class Params:
 LOSSES = ("triplet", "contrastive")
 SOURCES = ("corpus", "folder")
 MINING = ("none", "semihard", "hard")
+SPLIT_METHODS = ("partition", "hash")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -288,6 +291,9 @@ def validate(params: Params) -> Params:
         raise ConfigError(
             f"train.mining '{params.train.mining}' is unknown; choose one of: {', '.join(MINING)}"
         )
+    if params.split.method not in SPLIT_METHODS:
+        raise ConfigError(f"split.method '{params.split.method}' is unknown; choose one of: "
+                          f"{', '.join(SPLIT_METHODS)}")
     if not 0 < params.split.test_fraction < 1:
         raise ConfigError("split.test_fraction must lie between 0 and 1")
     if not 0 <= params.split.val_fraction < 1:
