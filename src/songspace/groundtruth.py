@@ -7,8 +7,9 @@ song), stored as (song1, song2, song3, odd). Two sources:
 * annotations: human judgements in a CSV (the thesis layout: song 1, song 2, song 3, odd
   song), validated line by line.
 
-Splits are decided per group (artist, album, or the track itself) by a hash of (seed, group),
-so a group never straddles two sides and adding a song never moves an existing one.
+Splits are decided per group (artist, album, or the track itself), so a group never straddles
+two sides: by a hash of (seed, group), stable when songs are added; or, for annotations, by
+their split column or by a partition that keeps the most quartets whole (partition.py).
 Everything here is a pure function of DataFrames; `read_quartet_rows` and `write` do the I/O.
 """
 from __future__ import annotations
