@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         gt = groundtruth.build(
             tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
             p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
-            annotations)
+            annotations, p.split.method, p.groundtruth.min_val_quartets)
     except (groundtruth.GroundTruthError, library.LibraryError) as err:
         print(f"groundtruth: {err}", file=sys.stderr)
         return 1

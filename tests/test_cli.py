@@ -170,3 +170,21 @@ def test_python_m_songspace_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "dvc repro index" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_shows_judgements_kept_and_dropped_per_split(tmp_path, capsys):
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"headline": {"best_distance": "cosine", "accuracy": 0.7}}))
+    judgements = {"train": {"kept": 542, "dropped": 1100}, "val": {"kept": 21, "dropped": 300},
+                  "test": {"kept": 191, "dropped": 900}, "all": {"kept": 754, "dropped": 1246}}
+    report = {"split": {"method": "partition", "hash_split_judgements": {
+                  **judgements, "all": {"kept": 337, "dropped": 1663}}},
+              "annotations": {"judgements": judgements}}
+    gt_json = tmp_path / "groundtruth.json"
+    gt_json.write_text(json.dumps(report))
+    code, out, _ = run(capsys, "report", "--metrics", metrics, "--plots", tmp_path,
+                       "--groundtruth", gt_json)
+    assert code == 0
+    assert "partition keeping quartets; quartets kept / dropped: train 542 / 1100, val 21 / 300, " \
+           "test 191 / 900; all 754 / 1246" in out
+    assert "hash split would keep" in out and "all 337 / 1663" in out

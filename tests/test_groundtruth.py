@@ -295,3 +295,147 @@ def test_groundtruth_stage_writes_its_files(tmp_path, capsys):
     assert len(pd.read_csv(out / "val_quartets.csv")) == 20
     assert json.loads((reports / "groundtruth.json").read_text())["test_quartets"] == 50
     assert "test quartets 50" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Quartet files that carry their split, partitions that keep quartets, validation top-up
+
+
+def _side_rows(rng, by_side: dict[str, list[str]], counts: dict[str, int]) -> list[tuple]:
+    rows = []
+    for side, n in counts.items():
+        for _ in range(n):
+            a, b, c = rng.choice(by_side[side], 3, replace=False)
+            rows.append((a, b, c, c, side))
+    return rows
+
+
+def test_a_split_column_is_honoured_exactly(tmp_path):
+    ids = ANN_TRACKS["track_id"].tolist()
+    by_side = {"train": ids[:20], "val": ids[20:26], "test": ids[26:]}
+    rows = _side_rows(np.random.default_rng(0), by_side, {"train": 15, "val": 4, "test": 8})
+    path = thesis_csv(tmp_path / "q.csv", ["Song 1,Song 2,Song 3,Odd song,Split"]
+                      + [f"{a},{b},{c},{o},{s.upper() if i % 2 else s}"
+                         for i, (a, b, c, o, s) in enumerate(rows)])
+    ann = parse(path)
+    assert ann.has_split and ann.quartets["split"].tolist() == [r[4] for r in rows]
+    g = gt.build(ANN_TRACKS, 42, 0.3, 0.15, 0, 0, 0, annotations=ann,
+                 split_method="partition", min_val_quartets=0)
+    side = dict(zip(g.splits["track_id"], g.splits["split"]))
+    for s, members in by_side.items():
+        named = {t for r in rows if r[4] == s for t in r[:3]}
+        assert {side[t] for t in named} == {s}
+        assert named <= set(members)
+    want = {s: [r[:4] for r in rows if r[4] == s] for s in gt.SPLITS}
+    assert [tuple(r) for r in g.test_quartets.itertuples(index=False)] == want["test"]
+    assert [tuple(r) for r in g.val_quartets.itertuples(index=False)] == want["val"]
+    assert len(g.train_triplets) == 2 * len(want["train"])
+    a = g.report["annotations"]
+    assert g.report["split"]["method"] == "file" and a["dropped_straddling_splits"] == 0
+    assert a["judgements"]["test"] == {"kept": 8, "dropped": 0}
+    assert "the file's split column" in gt.summary(g)
+    # headerless, the fifth column is the split when its first value names one
+    bare = thesis_csv(tmp_path / "bare.csv", [",".join(r) for r in rows])
+    assert parse(bare).quartets["split"].tolist() == [r[4] for r in rows]
+
+
+def test_a_song_in_two_splits_is_an_error_naming_both_lines(tmp_path):
+    path = thesis_csv(tmp_path / "q.csv", [
+        "song1,song2,song3,odd,split",
+        "p/000.wav,p/001.wav,q/000.wav,q/000.wav,train",
+        "p/002.wav,p/003.wav,q/001.wav,q/001.wav,test",
+        "p/004.wav,p/001.wav,q/002.wav,q/002.wav,test",
+        "p/005.wav,p/006.wav,q/003.wav,q/003.wav,dev",
+    ])
+    with pytest.raises(GroundTruthError) as err:
+        parse(path)
+    msg = str(err.value)
+    assert msg.startswith("q.csv: 2 bad lines")
+    assert ("line 4: song 'p/001.wav' is in a test quartet here and in a train quartet on "
+            "line 2") in msg
+    assert "line 5: split 'dev' is not one of train, val, test" in msg
+
+
+def _designs():
+    spec = importlib.util.spec_from_file_location("bench_splits", ROOT / "benchmarks" / "splits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("design", ["random_quartets", "clustered_quartets"])
+def test_the_partition_keeps_at_least_as_many_quartets_as_the_hash_split(design):
+    d = _designs()
+    tracks = d.design_tracks(90, 9)
+    q = getattr(d, design)(tracks, 600, np.random.default_rng(1)).drop_duplicates()
+    hashed = gt.assign_splits(tracks, 42, 0.3, 0.15)
+    parted = gt.partition_splits(tracks, q, hashed, 42, 0.3, 0.15)
+    before, after = gt.judgement_counts(q, hashed), gt.judgement_counts(q, parted)
+    assert after["all"]["kept"] >= before["all"]["kept"]
+    assert after["test"]["kept"] >= before["test"]["kept"]
+    n = parted["split"].value_counts()
+    assert n["test"] == pytest.approx(27, abs=2) and n["val"] == pytest.approx(9, abs=1)
+    for s in gt.SPLITS:  # the counts are what a loop over the quartets finds
+        side = dict(zip(parted["track_id"], parted["split"]))
+        kept = sum({side[a], side[b], side[c]} == {s} for a, b, c, _ in q.to_numpy())
+        assert after[s]["kept"] == kept
+    again = gt.partition_splits(tracks, q, hashed, 42, 0.3, 0.15)
+    assert again.equals(parted)  # seeded
+
+
+def test_groups_stay_whole_under_the_partition():
+    tracks = make_tracks({"p": 30, "q": 30}, groups_of=3)
+    d = _designs()
+    q = d.random_quartets(tracks, 300, np.random.default_rng(2))
+    parted = gt.partition_splits(tracks, q, gt.assign_splits(tracks, 1, 0.3, 0.15), 1, 0.3, 0.15)
+    assert parted.groupby(tracks["group"])["split"].nunique().max() == 1
+
+
+def test_few_validation_quartets_are_topped_up_from_training_and_said(tmp_path, capsys):
+    ids = ANN_TRACKS["track_id"].tolist()
+    by_side = {"train": ids[:22], "val": ids[22:26], "test": ids[26:]}
+    rows = _side_rows(np.random.default_rng(5), by_side, {"train": 60, "val": 2, "test": 10})
+    rows = list(dict.fromkeys(rows))
+    path = thesis_csv(tmp_path / "q.csv", ["song1,song2,song3,odd,split"]
+                      + [",".join(r) for r in rows])
+    ann = parse(path)
+    n_train = int((ann.quartets["split"] == "train").sum())  # after merging duplicates
+    g = gt.build(ANN_TRACKS, 42, 0.3, 0.15, 0, 0, 0, annotations=ann, min_val_quartets=20)
+    v = g.report["validation"]
+    assert len(g.val_quartets) == 20 == v["quartets"]
+    assert v["annotated_val_quartets"] == 2 and v["held_out_training_quartets"] == 18
+    assert "held-out" in v["source"]
+    assert len(g.train_triplets) == 2 * (n_train - 18)  # held-out quartets give no triplets
+    held = {tuple(r) for r in g.val_quartets.iloc[2:].itertuples(index=False)}
+    trip = {tuple(sorted(t)) for t in g.train_triplets.itertuples(index=False)}
+    assert all(tuple(sorted(h[:3])) not in trip for h in held)
+    assert any("held out for validation" in w for w in g.warnings)
+    assert "2 annotated + 18 held-out" in gt.summary(g)
+    tracks_csv = tmp_path / "tracks.csv"
+    ANN_TRACKS.assign(duration_s=2.0, sample_rate=16000, channels=1, sha1="x").to_csv(
+        tracks_csv, index=False)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"] = {**raw["data"], "source": "folder", "audio_dir": str(tmp_path),
+                   "quartets": str(path)}
+    raw["groundtruth"]["min_val_quartets"] = 20
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    rc = _load_stage("groundtruth").main([
+        "--tracks", str(tracks_csv), "--out", str(tmp_path / "gt"), "--reports",
+        str(tmp_path / "rep"), "--params", str(tmp_path / "params.yaml")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "18 held-out training quartets" in out and "held out" in err
+    report = json.loads((tmp_path / "rep" / "groundtruth.json").read_text())
+    assert report["validation"]["held_out_training_quartets"] == 18
+    assert len(pd.read_csv(tmp_path / "gt" / "val_quartets.csv")) == 20
+    assert report["annotations"]["judgements"]["val"] == {"kept": 2, "dropped": 0}
+
+
+def test_split_method_and_min_val_quartets_are_params():
+    from songspace import config
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = config.from_dict(raw)
+    assert p.split.method == "partition" and p.groundtruth.min_val_quartets == 100
+    raw["split"]["method"] = "random"
+    with pytest.raises(config.ConfigError, match="split.method 'random' is unknown; choose one "
+                                                 "of: partition, hash"):
+        config.from_dict(raw)

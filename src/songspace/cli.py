@@ -5,7 +5,8 @@
     songspace add FILES... [--label L]           extend the index without rebuilding it
     songspace info                               model, library size, metric, index type, build time
     songspace models                             the model registry with parameter counts
-    songspace report                             the headline of metrics/eval.json
+    songspace report                             the headline of metrics/eval.json (and the
+                                                 annotated quartets kept per split)
 
 Default paths are the pipeline's (data/index, data/models/best.pt, metrics/eval.json,
 params.yaml); each has an option. A user error (a missing or undecodable file, a missing or
@@ -176,6 +177,15 @@ def cmd_report(args) -> int:
               f"margin {head['margin_over_baseline']:+.3f}{ci}")
     if not head:
         print("  (no headline in this file)")
+    gt_path = Path(args.groundtruth)
+    if gt_path.exists():
+        from songspace.groundtruth import judgement_lines
+        try:
+            lines = judgement_lines(json.loads(gt_path.read_text()))
+        except (ValueError, KeyError, TypeError) as err:
+            lines = [f"  (unreadable: {err})"]
+        for line in lines:
+            print("  judgements  " + line.strip())
     plots = Path(args.plots)
     found = sorted(p for p in plots.glob("*") if p.suffix in PLOT_SUFFIXES) if plots.is_dir() else []
     print(f"  plots            {', '.join(str(p) for p in found) if found else f'none under {plots}/'}")
@@ -222,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the headline of the evaluation")
     p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")
     p.add_argument("--plots", default="plots", help="plots folder (default: %(default)s)")
+    p.add_argument("--groundtruth", default="data/reports/groundtruth.json",
+                   help="the groundtruth stage's report: annotated quartets kept and dropped "
+                        "per split (default: %(default)s)")
     p.set_defaults(func=cmd_report)
     return ap
 

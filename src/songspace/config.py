@@ -45,6 +45,7 @@ class CorpusParams:
 class SplitParams:
     test_fraction: float = 0.3
     val_fraction: float = 0.15
+    method: str = "partition"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class GroundTruthParams:
     test_quartets: int = 2000
     val_quartets: int = 500
     train_triplets: int = 4000
+    min_val_quartets: int = 100
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ LOSSES = ("triplet", "contrastive", "supcon")
 SOURCES = ("corpus", "folder")
 MINING = ("none", "semihard", "hard", "batch_hard")
 SAMPLERS = ("pk", "triplets")
+SPLIT_METHODS = ("partition", "hash")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -304,6 +307,9 @@ def validate(params: Params) -> Params:
         raise ConfigError(
             f"train.sampler '{params.train.sampler}' is unknown; choose one of: {', '.join(SAMPLERS)}"
         )
+    if params.split.method not in SPLIT_METHODS:
+        raise ConfigError(f"split.method '{params.split.method}' is unknown; choose one of: "
+                          f"{', '.join(SPLIT_METHODS)}")
     if not 0 < params.split.test_fraction < 1:
         raise ConfigError("split.test_fraction must lie between 0 and 1")
     if not 0 <= params.split.val_fraction < 1:

@@ -7,8 +7,9 @@ song), stored as (song1, song2, song3, odd). Two sources:
 * annotations: human judgements in a CSV (the thesis layout: song 1, song 2, song 3, odd
   song), validated line by line.
 
-Splits are decided per group (artist, album, or the track itself) by a hash of (seed, group),
-so a group never straddles two sides and adding a song never moves an existing one.
+Splits are decided per group (artist, album, or the track itself), so a group never straddles
+two sides: by a hash of (seed, group), stable when songs are added; or, for annotations, by
+their split column or by a partition that keeps the most quartets whole (partition.py).
 Everything here is a pure function of DataFrames; `read_quartet_rows` and `write` do the I/O.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from songspace import partition
 from songspace.library import UNLABELLED, is_audio_path, normalise_relpath
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +33,8 @@ SPLIT_COLUMNS = ("track_id", "split")
 QUARTET_COLUMNS = ("song1", "song2", "song3", "odd")
 TRIPLET_COLUMNS = ("anchor", "positive", "negative")
 # Separate random streams per product, so changing one count leaves the others unchanged.
-STREAM_TEST, STREAM_VAL, STREAM_TRAIN = 1, 2, 3
+STREAM_TEST, STREAM_VAL, STREAM_TRAIN, STREAM_PARTITION = 1, 2, 3, 4
+SPLIT_METHODS = ("partition", "hash")
 MAX_DRAW_ROUNDS = 64
 MAX_LISTED_ERRORS = 20
 
@@ -58,11 +61,71 @@ def assign_splits(
 
     Depends only on (seed, group) per track: stable when tracks are added or removed.
     """
-    groups = tracks["group"].where(tracks["group"].astype(bool), tracks["track_id"])
+    groups = track_groups(tracks)
     u = np.array([split_position(seed, g) for g in groups], dtype=np.float64)
     rest = (u - test_fraction) / (1.0 - test_fraction)
     split = np.where(u < test_fraction, "test", np.where(rest < val_fraction, "val", "train"))
     return pd.DataFrame({"track_id": tracks["track_id"].to_numpy(), "split": split})
+
+
+def track_groups(tracks: pd.DataFrame) -> pd.Series:
+    """The group of each track: its `group`, or the track itself when that is empty."""
+    return tracks["group"].where(tracks["group"].astype(bool), tracks["track_id"])
+
+
+def file_splits(tracks: pd.DataFrame, quartets: pd.DataFrame,
+                fallback: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(track_id, split) honouring the quartet file's split column, and the groups whose
+    tracks the file puts in two splits.
+
+    A track named in a quartet takes that quartet's split (parse_quartets checked that a song
+    has one); an unnamed track follows the named tracks of its group when they agree, else
+    keeps its `fallback` split (the hash split).
+    """
+    named: dict[str, str] = {}
+    for col in ("song1", "song2", "song3"):
+        named.update(zip(quartets[col], quartets["split"]))
+    group_of = dict(zip(tracks["track_id"], track_groups(tracks)))
+    group_sides: dict[str, set[str]] = {}
+    for t, side in named.items():
+        group_sides.setdefault(group_of[t], set()).add(side)
+    split = []
+    for t, old in zip(fallback["track_id"], fallback["split"]):
+        sides = group_sides.get(group_of[t], set())
+        split.append(named.get(t) or (next(iter(sides)) if len(sides) == 1 else old))
+    straddling = sorted(str(g) for g, sides in group_sides.items() if len(sides) > 1)
+    return pd.DataFrame({"track_id": fallback["track_id"].to_numpy(), "split": split}), straddling
+
+
+def partition_splits(tracks: pd.DataFrame, quartets: pd.DataFrame, hashed: pd.DataFrame,
+                     seed: int, test_fraction: float, val_fraction: float) -> pd.DataFrame:
+    """(track_id, split) keeping as many `quartets` within one split as partition.partition
+    finds, at the requested fractions of the tracks in annotated groups.
+
+    Groups never straddle; tracks of groups no quartet names keep their `hashed` split. The
+    search starts from `hashed`, so it keeps at least the quartets the hash split keeps
+    whenever the hash split's sizes lie in the partition's size window.
+    """
+    groups = track_groups(tracks).to_numpy()
+    group_of = dict(zip(tracks["track_id"], groups))
+    songs = quartets[["song1", "song2", "song3"]].to_numpy()
+    touched = sorted({group_of[t] for t in songs.ravel()})
+    unit = {g: i for i, g in enumerate(touched)}
+    in_unit = np.array([g in unit for g in groups])
+    track_unit = np.array([unit[g] for g in groups[in_unit]], dtype=np.int64)
+    sizes = np.bincount(track_unit, minlength=len(touched))
+    n = int(sizes.sum())
+    n_test = int(round(test_fraction * n))
+    n_val = int(round(val_fraction * (n - n_test)))
+    targets = np.array([n - n_test - n_val, n_val, n_test])  # SPLITS order
+    start = np.zeros(len(touched), dtype=np.int64)
+    start[track_unit] = [SPLITS.index(x) for x in hashed["split"].to_numpy()[in_unit]]
+    edges = np.vectorize(lambda t: unit[group_of[t]], otypes=[np.int64])(songs)
+    side = partition.partition(edges, sizes, targets, start,
+                               np.random.default_rng([seed, STREAM_PARTITION]))
+    split = hashed["split"].to_numpy().copy()
+    split[in_unit] = np.array(SPLITS)[side[track_unit]]
+    return pd.DataFrame({"track_id": hashed["track_id"].to_numpy(), "split": split})
 
 
 def label_split_counts(tracks: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
@@ -244,35 +307,48 @@ def _common_parent(paths: list[str]) -> str:
 
 @dataclass
 class Annotations:
-    quartets: pd.DataFrame            # QUARTET_COLUMNS + line, one row per distinct judgement
+    quartets: pd.DataFrame            # QUARTET_COLUMNS + line (+ split), one row per judgement
     header: list[str] | None = None   # the header row, if the file had one
     rows: int = 0                     # judgement lines read
     merged: int = 0                   # exact duplicates merged into an earlier line
     conflicts: list[tuple[int, int]] = field(default_factory=list)  # same three, other odd
 
+    @property
+    def has_split(self) -> bool:
+        """The file says which split each judgement belongs to."""
+        return "split" in self.quartets.columns
+
 
 def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
                    source: str = "quartets") -> Annotations:
-    """Validate quartet rows (song 1, song 2, song 3, odd song; header optional).
+    """Validate quartet rows (song 1, song 2, song 3, odd song[, split]; header optional).
 
-    Raises GroundTruthError naming each bad line: a missing column, an unknown track, the same
-    song twice, an odd song that is not one of the three. Exact duplicates (same three songs in
-    any order, same odd) are merged; the same three with another odd song are kept both
-    (annotators disagree) and listed in `conflicts`.
+    The optional split column (train, val or test, any case) is the one headed `split`, or,
+    without a header, a fifth column whose first value is a split name. Raises
+    GroundTruthError naming each bad line: a missing column, an unknown track, the same song
+    twice, an odd song that is not one of the three, an unknown split, a song in quartets of
+    two splits (both lines). Exact duplicates (same three songs in any order, same odd) are
+    merged; the same three with another odd song are kept both (annotators disagree) and
+    listed in `conflicts`.
     """
     def resolve(name: str) -> str | None:
         return lookup.get(name) or lookup.get(normalise_relpath(name))
 
-    header = None
+    header, split_col = None, None
     if rows:
         first = rows[0][1][:4]
         if not any(resolve(c) for c in first if c) and not any(is_audio_path(c) for c in first):
             header, rows = rows[0][1], rows[1:]
+            named = [i for i, c in enumerate(header) if c.lower() == "split"]
+            split_col = named[0] if named else None
+        elif len(rows[0][1]) > 4 and rows[0][1][4].lower() in SPLITS:
+            split_col = 4
     errors, kept, seen = [], [], {}
+    side_of: dict[str, tuple[str, int]] = {}  # song -> (split, first line naming it there)
     merged, conflicts = 0, []
     names = ("song 1", "song 2", "song 3", "odd song")
-    for line, cells in rows:
-        cells = (cells + [""] * 4)[:4]
+    for line, cells_all in rows:
+        cells = (cells_all + [""] * 4)[:4]
         missing = [names[i] for i, c in enumerate(cells) if not c]
         if missing:
             errors.append(f"line {line}: missing column(s) {', '.join(missing)}; each line "
@@ -300,6 +376,23 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
         if odd not in songs:
             errors.append(f"line {line}: odd song '{cells[3]}' is not one of the three songs")
             continue
+        split = ()
+        if split_col is not None:
+            value = cells_all[split_col].lower() if split_col < len(cells_all) else ""
+            if value not in SPLITS:
+                errors.append(f"line {line}: split '{value}' is not one of "
+                              f"{', '.join(SPLITS)}" if value else
+                              f"line {line}: missing split (train, val or test)")
+                continue
+            clash = [(s, side_of[s]) for s in songs if side_of.get(s, (value,))[0] != value]
+            if clash:
+                song, (other, line2) = clash[0]
+                errors.append(f"line {line}: song '{song}' is in a {value} quartet here and in "
+                              f"a {other} quartet on line {line2}; a song belongs to one split")
+                continue
+            for s_ in songs:
+                side_of.setdefault(s_, (value, line))
+            split = (value,)
         key = frozenset(songs)
         if (key, odd) in seen:
             merged += 1
@@ -308,7 +401,7 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
             if k2 == key and o2 != odd:
                 conflicts.append((line2, line))
         seen[(key, odd)] = line
-        kept.append((*songs, odd, line))
+        kept.append((*songs, odd, line, *split))
     if len(errors) == 1:
         raise GroundTruthError(f"{source} {errors[0]}")
     if errors:
@@ -318,7 +411,8 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
             f"{source}: {len(errors)} bad lines:\n  " + "\n  ".join(listed + more))
     if not kept:
         raise GroundTruthError(f"{source}: no quartets in the file")
-    quartets = pd.DataFrame(kept, columns=[*QUARTET_COLUMNS, "line"])
+    split_cols = ["split"] if split_col is not None else []
+    quartets = pd.DataFrame(kept, columns=[*QUARTET_COLUMNS, "line", *split_cols])
     return Annotations(quartets, header, len(rows), merged, conflicts)
 
 
@@ -381,14 +475,35 @@ class GroundTruth:
 def build(
     tracks: pd.DataFrame, seed: int, test_fraction: float, val_fraction: float,
     n_test: int, n_val: int, n_train: int, annotations: Annotations | None = None,
+    split_method: str = "hash", min_val_quartets: int = 0,
 ) -> GroundTruth:
     """Splits, then quartets and triplets from labels, or from `annotations` when given.
 
+    Splits: the annotations' split column when they have one; else, with annotations and
+    split_method "partition", the partition that keeps the most quartets; else the hash split.
+    With annotations, fewer than `min_val_quartets` validation quartets are topped up with
+    held-out training quartets (which then give no triplets).
     Raises GroundTruthError when no test quartet or no training triplet can be formed.
     """
     if tracks.empty:
         raise GroundTruthError("the track table is empty; run the `ingest` stage first")
+    if split_method not in SPLIT_METHODS:
+        raise GroundTruthError(f"split method '{split_method}' is unknown; choose one of: "
+                               f"{', '.join(SPLIT_METHODS)}")
     splits = assign_splits(tracks, seed, test_fraction, val_fraction)
+    method, warns, hash_kept = "hash", [], None
+    if annotations is not None and annotations.has_split:
+        method = "file"
+        splits, straddling_groups = file_splits(tracks, annotations.quartets, splits)
+        if straddling_groups:
+            warns.append(f"{len(straddling_groups)} group(s) have tracks in quartets of two "
+                         f"splits ({', '.join(straddling_groups[:5])}"
+                         f"{', ...' if len(straddling_groups) > 5 else ''}); kept as the file says")
+    elif annotations is not None and split_method == "partition":
+        method = "partition"
+        hash_kept = judgement_counts(annotations.quartets, splits)
+        splits = partition_splits(tracks, annotations.quartets, splits, seed, test_fraction,
+                                  val_fraction)
     counts = label_split_counts(tracks, splits)
     thin = thin_labels(counts)
     sides = {s: tracks[splits["split"].to_numpy() == s] for s in SPLITS}
@@ -400,8 +515,9 @@ def build(
         "per_label": {str(k): {c: int(v) for c, v in row.items()} for k, row in
                       counts.iterrows()},
         "labels_under_two_in_test_or_train": thin,
+        "split": {"method": method, "requested_method": split_method,
+                  "test_fraction": test_fraction, "val_fraction": val_fraction},
     }
-    warns = []
     if thin and annotations is None:
         warns.append(
             f"{len(thin)} label(s) have fewer than 2 tracks in test or train "
@@ -426,22 +542,39 @@ def build(
             if got < want:
                 warns.append(f"{name}: {got} of the {want} asked for (all the distinct ones "
                              "the split's labels allow)")
+        report["validation"] = {"source": "labels", "quartets": len(val_q),
+                                "min_val_quartets": min_val_quartets}
     else:
         parts, straddling = split_quartets(annotations.quartets, splits)
-        test_q, val_q = parts["test"], parts["val"]
-        train_t = quartet_triplets(parts["train"])
+        test_q, val_q, train_q = parts["test"], parts["val"], parts["train"]
+        judgements = judgement_counts(annotations.quartets, splits)
         report["annotations"] = {
             "lines": annotations.rows,
             "header": annotations.header,
+            "split_column": annotations.has_split,
             "distinct_quartets": len(annotations.quartets),
             "duplicates_merged": annotations.merged,
             "conflicting_pairs_of_lines": [list(c) for c in annotations.conflicts],
             "quartets": {s: len(parts[s]) for s in SPLITS},
             "dropped_straddling_splits": straddling,
+            "judgements": judgements,
         }
+        if hash_kept is not None:
+            report["split"]["hash_split_judgements"] = hash_kept
         if straddling:
             warns.append(f"{straddling} of {len(annotations.quartets)} annotated quartets "
                          "straddle the split (songs on different sides) and were dropped")
+        val_q, train_q, report["validation"] = top_up_validation(
+            val_q, train_q, min_val_quartets, np.random.default_rng([seed, STREAM_VAL]))
+        if report["validation"]["held_out_training_quartets"]:
+            v = report["validation"]
+            warns.append(
+                f"validation: the val split holds {v['annotated_val_quartets']} annotated "
+                f"quartet(s), under groundtruth.min_val_quartets ({min_val_quartets}); "
+                f"{v['held_out_training_quartets']} training quartet(s) are held out for "
+                "validation (their songs are training tracks: early stopping then measures "
+                "unseen judgements, not unseen songs)")
+        train_t = quartet_triplets(train_q)
     report["test_quartets"] = len(test_q)
     report["val_quartets"] = len(val_q)
     report["train_triplets"] = len(train_t)
@@ -460,6 +593,38 @@ def build(
     cols = list(QUARTET_COLUMNS)
     return GroundTruth(splits, train_t, val_q[cols].reset_index(drop=True),
                        test_q[cols].reset_index(drop=True), report, warns)
+
+
+def judgement_counts(quartets: pd.DataFrame, splits: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per split: quartets kept (all three songs there) and dropped (some song there, another
+    elsewhere; a dropped quartet counts in each split it touches); "all" sums each once."""
+    side = dict(zip(splits["track_id"], splits["split"]))
+    sides = np.array([[side[t] for t in row]
+                      for row in quartets[["song1", "song2", "song3"]].to_numpy()], dtype=object)
+    whole = (sides == sides[:, :1]).all(axis=1)
+    out = {}
+    for s in SPLITS:
+        touches = (sides == s).any(axis=1)
+        out[s] = {"kept": int((touches & whole).sum()), "dropped": int((touches & ~whole).sum())}
+    out["all"] = {"kept": int(whole.sum()), "dropped": int((~whole).sum())}
+    return out
+
+
+def top_up_validation(
+    val_q: pd.DataFrame, train_q: pd.DataFrame, min_val: int, rng: np.random.Generator,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(val quartets, train quartets, report): when `val_q` has fewer than `min_val` rows,
+    a seeded draw of training quartets (at most half of them) moves to validation."""
+    take = min(max(0, min_val - len(val_q)), len(train_q) // 2)
+    pick = np.zeros(len(train_q), dtype=bool)
+    pick[rng.choice(len(train_q), size=take, replace=False)] = True
+    report = {
+        "source": "annotations" + (" + held-out training quartets" if take else ""),
+        "quartets": len(val_q) + take, "annotated_val_quartets": len(val_q),
+        "held_out_training_quartets": take, "min_val_quartets": min_val,
+    }
+    val = pd.concat([val_q, train_q[pick]], ignore_index=True)
+    return val, train_q[~pick].reset_index(drop=True), report
 
 
 def write(gt: GroundTruth, out_dir: str | Path, reports_dir: str | Path) -> None:
@@ -491,12 +656,35 @@ def summary(gt: GroundTruth) -> str:
         lines.append(
             f"  annotations: {a['lines']} line(s), {a['distinct_quartets']} distinct "
             f"({a['duplicates_merged']} duplicate(s) merged, "
-            f"{len(a['conflicting_pairs_of_lines'])} conflicting pair(s) kept); "
-            + ", ".join(f"{s} {n}" for s, n in a["quartets"].items())
-            + f", {a['dropped_straddling_splits']} dropped (straddle the split)"
+            f"{len(a['conflicting_pairs_of_lines'])} conflicting pair(s) kept)"
         )
+        lines += judgement_lines(r)
+    v = r.get("validation")
+    if v and v.get("held_out_training_quartets"):
+        lines.append(f"  validation: {v['quartets']} quartets = {v['annotated_val_quartets']} "
+                     f"annotated + {v['held_out_training_quartets']} held-out training "
+                     f"quartets (min_val_quartets {v['min_val_quartets']})")
     width = max((len(k) for k in r["per_label"]), default=5)
     lines.append(f"  {'label':<{width}}  train  val  test")
     for label, c in r["per_label"].items():
         lines.append(f"  {label:<{width}}  {c['train']:>5}  {c['val']:>3}  {c['test']:>4}")
     return "\n".join(lines)
+
+
+def judgement_lines(report: dict) -> list[str]:
+    """Kept and dropped annotated quartets per split, from a groundtruth.json report."""
+    a, sp = report.get("annotations"), report.get("split", {})
+    if not a or "judgements" not in a:
+        return []
+    how = {"file": "the file's split column", "partition": "partition keeping quartets",
+           "hash": "hash of (seed, group)"}.get(sp.get("method"), sp.get("method", "?"))
+    j = a["judgements"]
+    out = [f"  split: {how}; quartets kept / dropped: "
+           + ", ".join(f"{s} {j[s]['kept']} / {j[s]['dropped']}" for s in SPLITS)
+           + f"; all {j['all']['kept']} / {j['all']['dropped']}"]
+    h = sp.get("hash_split_judgements")
+    if h:
+        out.append("  (the hash split would keep "
+                   + ", ".join(f"{s} {h[s]['kept']}" for s in SPLITS)
+                   + f"; all {h['all']['kept']} / {h['all']['dropped']})")
+    return out
