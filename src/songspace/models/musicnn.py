@@ -78,6 +78,9 @@ def logmel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     network's training windows are `WINDOW_FRAMES` long.
     """
     wave = torch.as_tensor(wave, dtype=torch.float32)
+    if wave.shape[-1] <= N_FFT // 2:
+        raise ModelError(f"musicnn's front end needs more than {N_FFT // 2} samples (reflect padding), "
+                         f"got {wave.shape[-1]}")
     mel = torchaudio.transforms.MelSpectrogram(
         sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, f_min=0.0,
         f_max=SAMPLE_RATE / 2, power=2.0, center=True, pad_mode="reflect", norm="slaney",
@@ -300,3 +303,68 @@ def load_weights(model: Musicnn, name: str) -> Musicnn:
 def load_pretrained(name: str, n_tags: int | None = N_TAGS) -> Musicnn:
     """musicnn with the weights of checkpoint `name` ("MSD_musicnn" | "MTT_musicnn"), in eval mode."""
     return load_weights(Musicnn(n_tags), name).eval()
+
+
+# ---------------------------------------------------------------- backbone for metric learning
+
+
+FREEZE = ("none", "frontend", "backbone")
+
+
+class MusicnnEmbedding(nn.Module):
+    """Pretrained musicnn up to its penultimate layer + a new linear embedding head:
+    `(batch, 1, 96, frames)` log-mels (`logmel`) -> `(batch, embedding_dim)`.
+
+    `freeze` names the pretrained part that gets no gradient: "none", "frontend" (input batch
+    norm and the timbral/temporal filters) or "backbone" (everything but the head). Frozen parts
+    stay in eval mode when the model trains (batch-norm statistics fixed, dropout off).
+    `lr_factor` scales the learning rate of the pretrained layers (`models.param_groups`).
+    """
+
+    input_frontend = "musicnn"
+    normalise_input = False
+
+    def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0):
+        super().__init__()
+        if freeze not in FREEZE:
+            raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
+        if not lr_factor >= 0:
+            raise ModelError(f"lr_factor must be >= 0, got {lr_factor}")
+        self.backbone = Musicnn(n_tags=None)
+        self.head = nn.Linear(PENULTIMATE_UNITS, embedding_dim)
+        self.freeze = freeze
+        self.lr_factor = float(lr_factor)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return {"none": [], "frontend": [self.backbone.frontend], "backbone": [self.backbone]}[self.freeze]
+
+    def train(self, mode: bool = True) -> MusicnnEmbedding:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.penultimate(x))
+
+
+def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
+    """The registry's builder (arch `musicnn`): `MusicnnEmbedding` with checkpoint
+    `params.pretrained` loaded, for `(batch, 1, 96, frames)` inputs.
+
+    On the meta device (`models.describe`) the weights are not loaded: shapes only.
+    """
+    if n_mels != N_MELS:
+        raise ModelError(f"musicnn takes {N_MELS} mel bands (its own front end, `musicnn.logmel`), "
+                         f"got {n_mels}")
+    if frames < 1:
+        raise ModelError(f"musicnn needs at least one frame, got {frames}")
+    model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor)
+    if not model.head.weight.is_meta:
+        load_weights(model.backbone, params.pretrained)
+    elif params.pretrained not in CHECKPOINTS:
+        raise ModelError(f"pretrained '{params.pretrained}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
+    return model
