@@ -15,6 +15,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# tinysoundfont's optional playback dependency (pyaudio) does not build here
 	$(PY) -m pip install -q --no-deps tinysoundfont==0.3.7
+	# musicnn's pretrained weights (its data files only; its code imports TensorFlow, never used)
+	$(PY) -m pip install -q --no-deps musicnn==0.1.0
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

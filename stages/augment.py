@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from songspace import audio, augment, config, features
+from songspace import audio, augment, config, features, models
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     start = time.perf_counter()
     array, index, skipped = features.extract_views(
         train, params.features, params.augment, params.augment.views, params.seed,
-        frontend_name=params.model_params.frontend)
+        frontend_name=models.input_frontend(params.model_params))
     features.save_views(args.out, array, index)
     skipped.to_csv(Path(args.out) / "skipped.csv", index=False)
     if args.plot and len(train):

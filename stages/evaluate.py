@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from songspace import config, embed, evaluate, features
+from songspace import config, embed, evaluate, features, models
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     params = config.load(args.params)
 
     model, meta = embed.load_checkpoint(args.model)
-    spectra = features.load_spectra(args.features, meta["model_params"].frontend, params.features)
+    spectra = features.load_spectra(args.features, models.input_frontend(meta["model_params"]), params.features)
     have = set(spectra.track_ids)
     tracks = pd.read_csv(args.tracks, dtype={"track_id": str, "label": str}).set_index("track_id")
     splits = pd.read_csv(f"{args.groundtruth}/splits.csv", dtype=str)

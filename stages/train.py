@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dvclive import Live
 
-from songspace import config, train
+from songspace import config, models, train
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load(args.params)
     data = train.load_data(args.features, args.groundtruth, args.tracks, args.views,
-                           frontend=params.model_params.frontend, feature_params=params.features)
+                           frontend=models.input_frontend(params.model_params), feature_params=params.features)
     for what, n in data.dropped.items():
         if n:
             print(f"{n} {what.replace('_', ' ')} left out: they name tracks without features "

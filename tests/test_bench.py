@@ -143,6 +143,14 @@ def test_bench_training_cuda_with_and_without_amp():
         check_item(it)
 
 
+def test_bench_musicnn_item():
+    (it,) = bench.bench_musicnn(seconds=3.0, repeats=1)
+    assert it["item"] == "embed.1core.musicnn" and it["group"] == "musicnn"
+    assert it["ours"]["rate_unit"] == "x real time"
+    assert it["ours"]["rate"] == pytest.approx(3.0 / it["ours"]["median_s"])
+    assert 0 < it["extra"]["frontend_share"] < 1
+
+
 def test_bench_queries_items():
     base = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
     items = bench.bench_queries(base, "test vectors", n_synthetic=2000, n_queries=10, brute_timed=5,

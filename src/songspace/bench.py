@@ -24,6 +24,7 @@ over `alt`; rates (times real time, segments per second) are in `extra` and in e
 | training | each model's step | model3's step (the default) | none |
 | training, AMP | step under fp16 autocast (CUDA) | the same model in fp32 | none |
 | queries | faiss exact / HNSW | numpy brute force | none |
+| musicnn, 1 core | `musicnn.logmel` + pretrained forward pass | librosa's log-mel (as the original) + the same forward | none |
 
 The 2-core items list each file several times (up to `parallel_files` decodes), so that pool
 start-up and `extract_library`'s chunks of 4 tracks do not dominate a handful of files.
@@ -56,7 +57,7 @@ from threadpoolctl import threadpool_limits
 from songspace import audio, features
 from songspace.config import FeatureParams, ModelParams, Params
 
-ITEMS = ("extraction", "grid", "training", "queries", "pipeline")
+ITEMS = ("extraction", "grid", "training", "musicnn", "queries", "pipeline")
 
 # Goals (what the project promises; an item records whether this run met them).
 CLIP_REALTIME_GOAL = 300.0      # x real time on one core for 30 s clips, decoding included
@@ -90,12 +91,13 @@ class Sizes:
     n_queries: int = 200
     brute_timed: int = 50
     query_threads: int | None = None  # faiss OpenMP and numpy BLAS threads; None: all cores
+    musicnn_seconds: float = 30.0     # audio per musicnn embedding run (10 windows of 3 s)
 
 
 FULL = Sizes()
 QUICK = Sizes(n_clips=4, n_songs=1, song_seconds=180.0, formats=("wav", "ogg"), parallel_files=16,
               n_quartets=1000, loop_quartets=100, train_models=(REFERENCE_MODEL, "model1"),
-              train_steps=2, n_synthetic=10_000, n_queries=50, brute_timed=20)
+              train_steps=2, n_synthetic=10_000, n_queries=50, brute_timed=20, musicnn_seconds=9.0)
 
 
 # ---------------------------------------------------------------- timing and items
@@ -500,9 +502,10 @@ def train_step_times(model_params: ModelParams, n_mels: int, frames: int, batch:
 
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
+    n_mels, frames = models.input_shape(model_params, n_mels, frames)
     net = models.build(model_params, n_mels, frames, seed=seed).to(device).train()
     loss_fn = losses.build(loss).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(models.param_groups(net, lr=1e-4))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, n_mels, frames, generator=gen).to(device)
@@ -590,6 +593,51 @@ def bench_training(models: dict[str, ModelParams], n_mels: int, frames: int, nam
     finally:
         torch.set_num_threads(before)
     return items
+
+
+def bench_musicnn(seconds: float = 30.0, repeats: int = 3, checkpoint: str = "MTT_musicnn",
+                  seed: int = 0) -> list[dict]:
+    """Pretrained musicnn's embedding of `seconds` of 16 kHz audio on one core, in x real time:
+    front end (`musicnn.logmel`) + forward pass to the penultimate layer over consecutive
+    3 s windows, against librosa's log-mel (the original's front end) + the same forward pass.
+    `extra.frontend_share`: the share of our time spent in the front end."""
+    import librosa
+
+    from songspace.models import musicnn
+
+    rate, hop, win = musicnn.SAMPLE_RATE, musicnn.HOP_LENGTH, musicnn.WINDOW_FRAMES
+    wave = synth_music(seconds, rate, np.random.default_rng(seed), channels=1)[:, 0]
+    net = musicnn.load_pretrained(checkpoint)
+
+    def windows(mel: torch.Tensor) -> torch.Tensor:   # (96, frames) -> (n, 1, 96, 187)
+        n = mel.shape[-1] // win
+        return mel[:, : n * win].reshape(musicnn.N_MELS, n, win).permute(1, 0, 2)[:, None]
+
+    def ours_frontend() -> torch.Tensor:
+        return windows(musicnn.logmel(wave))
+
+    def librosa_frontend() -> torch.Tensor:
+        power = librosa.feature.melspectrogram(y=wave, sr=rate, n_fft=musicnn.N_FFT, hop_length=hop,
+                                               n_mels=musicnn.N_MELS, pad_mode="reflect")
+        mel = np.log10(musicnn.LOG_GAIN * power.astype(np.float16).astype(np.float32) + 1)
+        return windows(torch.from_numpy(mel))
+
+    def embed(frontend: Callable[[], torch.Tensor]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return net.penultimate(frontend()).mean(dim=0)
+        return run
+
+    with single_thread():
+        runs = paired_runs({"ours": embed(ours_frontend), "alt": embed(librosa_frontend),
+                            "frontend": ours_frontend}, repeats)
+    per_s = dict(rate_per_s=seconds, rate_unit="x real time")
+    ours = side(f"musicnn.logmel + {checkpoint}", runs["ours"], **per_s)
+    alt = side(f"librosa log-mel + {checkpoint}", runs["alt"], **per_s)
+    return [item("embed.1core.musicnn", "musicnn",
+                 f"pretrained musicnn embedding of {seconds:g} s of 16 kHz audio (front end + forward pass), "
+                 "one core", ours, alt, seconds=seconds, checkpoint=checkpoint,
+                 frontend_share=_median(runs["frontend"]) / ours["median_s"])]
 
 
 # ---------------------------------------------------------------- similar-song queries
@@ -775,6 +823,8 @@ def run(items: Iterable[str], sizes: Sizes, params: Params, repeats: int = 3, st
         result["items"] += bench_training(params.models, fp.n_mels, fp.frames, sizes.train_models,
                                           sizes.train_batch, sizes.train_steps, repeats, params.loss,
                                           seed=seed, progress=progress)
+    if "musicnn" in items:
+        result["items"] += bench_musicnn(sizes.musicnn_seconds, repeats, seed=seed)
     if "queries" in items:
         base, source = base_embeddings(root / "data/index", root / "data/features",
                                        root / "data/models/best.pt", params, seed)

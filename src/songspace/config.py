@@ -169,11 +169,9 @@ class ModelParams:
     depth: int = 18
     batch_size: int = 128
     embedding_dim: int = 128
-
-    @property
-    def frontend(self) -> str:
-        """The log-mel front end this model reads (features.FRONTENDS)."""
-        return "musicnn" if self.arch == "musicnn" else "db"
+    pretrained: str = "MTT_musicnn"   # arch musicnn: the checkpoint in the musicnn wheel
+    freeze: str = "none"              # arch musicnn: none | frontend | backbone (no gradient)
+    lr_factor: float = 1.0            # arch musicnn: learning-rate factor of the pretrained layers
 
 
 @dataclass(frozen=True)
@@ -228,6 +226,8 @@ SOURCES = ("corpus", "folder")
 MINING = ("none", "semihard", "hard", "batch_hard")
 SAMPLERS = ("pk", "triplets")
 SPLIT_METHODS = ("partition", "hash")
+PRETRAINED = ("MSD_musicnn", "MTT_musicnn")
+FREEZE = ("none", "frontend", "backbone")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -314,6 +314,14 @@ def validate(params: Params) -> Params:
         raise ConfigError("split.test_fraction must lie between 0 and 1")
     if not 0 <= params.split.val_fraction < 1:
         raise ConfigError("split.val_fraction must lie in [0, 1)")
+    for name, mp in params.models.items():
+        if mp.pretrained not in PRETRAINED:
+            raise ConfigError(f"models.{name}.pretrained '{mp.pretrained}' is unknown; choose one of: "
+                              f"{', '.join(PRETRAINED)}")
+        if mp.freeze not in FREEZE:
+            raise ConfigError(f"models.{name}.freeze '{mp.freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
+        if not mp.lr_factor >= 0:
+            raise ConfigError(f"models.{name}.lr_factor must be >= 0, got {mp.lr_factor}")
     params.model_params  # noqa: B018 - raises for an unconfigured model
     return params
 

@@ -34,7 +34,7 @@ def build(model_name: str, model_params: ModelParams, feature_params: FeaturePar
           mean: float = 0.0, std: float = 1.0) -> Embedder:
     """A fresh embedder for the named model (random weights, or pretrained ones where the model
     starts from a pretrained network), for segments of its front end."""
-    fe = features.frontend(model_params.frontend, feature_params)
+    fe = features.frontend(models.input_frontend(model_params), feature_params)
     backbone = models.build(model_params, fe.n_mels, fe.segment_frames)
     return Embedder(backbone, mean, std)
 

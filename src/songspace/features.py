@@ -32,15 +32,10 @@ from tqdm import tqdm
 
 from . import audio
 from .config import AugmentParams, FeatureParams
+from .models import musicnn
 
 TOP_DB = 80.0
 FRONTENDS = ("db", "musicnn")
-# musicnn's input, fixed by its pretrained weights
-MUSICNN_RATE = 16000
-MUSICNN_N_FFT = 512
-MUSICNN_HOP = 256
-MUSICNN_MELS = 96
-MUSICNN_FRAMES = 187  # frames of one 3 s musicnn window
 STORE_DTYPE = np.float16  # log-mel values are far coarser than float16's 11-bit mantissa
 
 
@@ -64,7 +59,9 @@ def frontend(name: str, params: FeatureParams) -> Frontend:
     if name == "db":
         return Frontend("db", params.sample_rate, params.hop_length, params.n_mels, params.frames)
     if name == "musicnn":
-        return Frontend("musicnn", MUSICNN_RATE, MUSICNN_HOP, MUSICNN_MELS, MUSICNN_FRAMES)
+        # fixed by the pretrained weights
+        return Frontend("musicnn", musicnn.SAMPLE_RATE, musicnn.HOP_LENGTH, musicnn.N_MELS,
+                        musicnn.WINDOW_FRAMES)
     raise ValueError(f"front end '{name}' is unknown; choose one of: {', '.join(FRONTENDS)}")
 
 
@@ -78,15 +75,6 @@ def _db_transform(params: FeatureParams) -> torch.nn.Module:
     )
 
 
-@lru_cache(maxsize=1)
-def _musicnn_mel() -> torch.nn.Module:
-    # librosa.feature.melspectrogram's defaults: Slaney scale and norm, centred, reflect padding
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=MUSICNN_RATE, n_fft=MUSICNN_N_FFT, hop_length=MUSICNN_HOP, n_mels=MUSICNN_MELS,
-        f_min=0.0, f_max=MUSICNN_RATE / 2, power=2.0, center=True, pad_mode="reflect",
-        norm="slaney", mel_scale="slaney")
-
-
 def logmel(wave: np.ndarray | torch.Tensor, params: FeatureParams) -> torch.Tensor:
     """The `db` front end: `(..., samples)` -> `(..., n_mels, frames)` float32 log-mel in dB.
 
@@ -97,21 +85,11 @@ def logmel(wave: np.ndarray | torch.Tensor, params: FeatureParams) -> torch.Tens
         return _db_transform(params)(x)
 
 
-def musicnn_logmel(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """The `musicnn` front end: 16 kHz `(..., samples)` -> `(..., 96, frames)` float32.
-
-    As musicnn computes it: mel power spectrogram cast to float16, then `log10(10000 x + 1)`.
-    """
-    x = torch.as_tensor(wave, dtype=torch.float32)
-    with torch.no_grad():
-        mel = _musicnn_mel()(x).to(torch.float16).to(torch.float32)
-        return torch.log10(10000.0 * mel + 1.0)
-
-
 def spectrogram(wave: np.ndarray | torch.Tensor, fe: Frontend, params: FeatureParams) -> np.ndarray:
     """`(..., samples)` at `fe.sample_rate` -> `(..., n_mels, frames)` float32 through front end `fe`."""
     if fe.name == "musicnn":
-        return musicnn_logmel(wave).numpy()
+        with torch.no_grad():
+            return musicnn.logmel(wave).numpy()
     return logmel(wave, params).numpy()
 
 

@@ -664,7 +664,7 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
     """
     import torch
 
-    from songspace import embed, features
+    from songspace import embed, features, models
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -672,7 +672,7 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
     ip = params.index
     distance, scaler, chosen = resolve_cell(ip.distance, ip.scaler, eval_json)
     model, meta = embed.load_checkpoint(model_path, device=device)
-    spectra = features.load_spectra(features_dir, meta["model_params"].frontend, params.features)
+    spectra = features.load_spectra(features_dir, models.input_frontend(meta["model_params"]), params.features)
     tracks = pd.read_csv(tracks_csv, dtype=str, keep_default_na=False)
     have = set(spectra.track_ids)
     tracks = tracks[tracks["track_id"].isin(have)].reset_index(drop=True)

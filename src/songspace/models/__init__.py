@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from songspace.config import ModelParams
+from songspace.models import musicnn
 from songspace.models.cnn import THESIS_CNNS, ModelError, build_cnn, build_cnn_bn
 from songspace.models.resnet import THESIS_RESNETS, build_resnet
 
@@ -26,6 +27,9 @@ __all__ = [
     "build_by_name",
     "count_parameters",
     "describe",
+    "input_frontend",
+    "input_shape",
+    "param_groups",
     "thesis_preset",
 ]
 
@@ -35,6 +39,13 @@ ARCHS: dict[str, Builder] = {
     "cnn": build_cnn,
     "cnn_bn": build_cnn_bn,
     "resnet": build_resnet,
+    "musicnn": musicnn.build_musicnn,
+}
+
+# Archs that take their own input instead of the features stage's log-mel:
+# arch -> (front end's name, n_mels, frames of one segment)
+OWN_INPUTS: dict[str, tuple[str, int, int]] = {
+    "musicnn": ("musicnn", musicnn.N_MELS, musicnn.WINDOW_FRAMES),
 }
 
 # The eight models exactly as the thesis's tables print them (1x1 kernels, pools of size 1).
@@ -87,25 +98,57 @@ def thesis_preset(name: str) -> ModelParams:
     return THESIS_PRESETS[name]
 
 
+def input_frontend(params: ModelParams) -> str:
+    """The front end (`features.FRONTENDS`) a model reads: "db" (the params-driven log-mel) or
+    the arch's own ("musicnn": `musicnn.logmel`, not mean/std normalised)."""
+    return OWN_INPUTS[params.arch][0] if params.arch in OWN_INPUTS else "db"
+
+
+def input_shape(params: ModelParams, n_mels: int, frames: int) -> tuple[int, int]:
+    """`(n_mels, frames)` of one input segment: the features stage's, or the arch's own."""
+    return OWN_INPUTS[params.arch][1:] if params.arch in OWN_INPUTS else (n_mels, frames)
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer parameter groups: the pretrained layers at `lr * lr_factor`, the rest at `lr`;
+    parameters without gradient (frozen) are left out.
+
+    `model` may be wrapped (DDP, an Embedder): the pretrained parts are found among its modules.
+    Models without pretrained layers give one group.
+    """
+    pretrained: dict[int, float] = {}
+    for module in model.modules():
+        if isinstance(module, musicnn.MusicnnEmbedding):
+            pretrained.update({id(p): module.lr_factor for p in module.backbone.parameters()})
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(pretrained.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": lr * factor, "weight_decay": weight_decay, "lr_factor": factor}
+            for factor, ps in sorted(groups.items(), reverse=True)]
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def describe(models: dict[str, ModelParams], n_mels: int, frames: int) -> list[dict]:
-    """One row per model: name, arch, parameters, output_shape, mflops, batch_size.
+    """One row per model: name, arch, parameters, output_shape, mflops, batch_size, input_shape.
 
     `output_shape` is the embedding shape of one segment; `mflops` the forward pass's
     floating-point operations for one `(1, 1, n_mels, frames)` segment in millions (a
     multiply-add counts 2; convolutions and linear layers only, as torch's FlopCounterMode
-    counts). Models are built on the meta device: no weights are allocated and nothing is
+    counts). An arch with its own input (`OWN_INPUTS`) is described for that input. Models are
+    built on the meta device: no weights are allocated and nothing is
     computed, so describing the thesis presets is cheap too.
     """
     rows = []
     for name in models:
+        shape = input_shape(models[name], n_mels, frames)
         with torch.device("meta"):
-            model = build_by_name(name, models, n_mels, frames).eval()
-        x = torch.empty(1, 1, n_mels, frames, device="meta")
+            model = build_by_name(name, models, *shape).eval()
+        x = torch.empty(1, 1, *shape, device="meta")
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             out = model(x)
         rows.append(
@@ -116,12 +159,8 @@ def describe(models: dict[str, ModelParams], n_mels: int, frames: int) -> list[d
                 "output_shape": tuple(out.shape[1:]),
                 "mflops": counter.get_total_flops() / 1e6,
                 "batch_size": models[name].batch_size,
+                "input_shape": (1, *shape),
             }
         )
     return rows
 
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Optimizer parameter groups: every trainable parameter at `lr`."""
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
-             "weight_decay": weight_decay}]

@@ -1,0 +1,384 @@
+"""musicnn (Pons & Serra, 2019) in PyTorch, its pretrained weights and the front end it was trained with.
+
+The network, as `musicnn/models.py` of the `musicnn==0.1.0` wheel defines `build_musicnn`:
+
+- front end, over a batch-normalised log-mel `(frames, 96)`: two timbral convolutions
+  (7 frames x 38 and x 67 mel bands, 204 filters each) and three temporal ones (128, 64 and 32
+  frames x 1 band, 51 filters each); each is conv -> ReLU -> batch norm -> max over frequency,
+  and their outputs are stacked: 561 features per frame;
+- mid end: three 1-D convolutions over time (7 frames, 64 filters; conv -> ReLU -> batch norm),
+  the second and third with residual connections; the front end's and the three layers'
+  outputs are stacked (dense connections): 753 features per frame;
+- back end: max and mean over time (753 each, interleaved as the original flattens them),
+  batch norm, dropout 0.5, a 200-unit dense layer -> ReLU -> batch norm (the *penultimate*
+  layer), dropout 0.5, the 50-tag output layer (sigmoid: the taggram).
+
+The wheel's TensorFlow checkpoints (`MSD_musicnn`: Million Song Dataset tags; `MTT_musicnn`:
+MagnaTagATune tags) are read by `tfcheckpoint` and mapped onto `Musicnn` by `load_weights`;
+TensorFlow itself is never imported, nor is the wheel's Python code (it imports TensorFlow):
+only its data files are used. `logmel` is the input those weights expect.
+
+    net = load_pretrained("MTT_musicnn")               # eval mode
+    out = net(logmel(wave)[:, None, :, :WINDOW_FRAMES]) # wave: (batch, samples) at 16 kHz
+    out.penultimate                                     # (batch, 200)
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torchaudio
+from torch import nn
+from torch.nn import functional as F
+
+from songspace.models.cnn import ModelError
+from songspace.models.tfcheckpoint import CheckpointError, read_bundle
+
+# The input the pretrained weights were trained on (musicnn/configuration.py, config.json)
+SAMPLE_RATE = 16_000        # Hz, mono
+N_FFT = 512                 # samples (32 ms)
+HOP_LENGTH = 256            # samples (16 ms)
+N_MELS = 96                 # mel bands (Slaney scale and norm, 0 Hz to Nyquist)
+WINDOW_FRAMES = 187         # frames in one input window (3 s)
+WINDOW_SECONDS = WINDOW_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 2.992 s
+LOG_GAIN = 10_000.0         # log10(LOG_GAIN * power + 1)
+
+CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
+N_TAGS = 50
+FRONTEND_FEATURES = 2 * 204 + 3 * 51            # 561 per frame
+MIDEND_FILTERS = 64
+POOLED_FEATURES = FRONTEND_FEATURES + 3 * MIDEND_FILTERS   # 753 per frame
+PENULTIMATE_UNITS = 200
+TF_BATCH_NORM_EPS = 1e-3    # tf.compat.v1.layers.batch_normalization's default (torch's is 1e-5)
+WHEEL = "musicnn==0.1.0"
+
+
+class Outputs(NamedTuple):
+    """Every output the original model exposes that the port checks; `taggram` is None
+    for a network built without its tag layer."""
+
+    taggram: torch.Tensor | None    # (batch, 50) sigmoid tag probabilities
+    mean_pool: torch.Tensor         # (batch, 753) mid-end features, mean over time
+    max_pool: torch.Tensor          # (batch, 753) the same, max over time
+    penultimate: torch.Tensor       # (batch, 200)
+
+
+# ---------------------------------------------------------------- front end (signal)
+
+
+def logmel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """musicnn's input: 16 kHz mono `(..., samples)` -> `(..., 96, frames)` float32.
+
+    Power mel spectrogram (n_fft 512, hop 256, Hann window, centred with reflect padding;
+    Slaney mel scale and norm, as librosa's defaults), rounded through float16 as the
+    original's extractor does, then `log10(10000 x + 1)`. `frames = samples // 256 + 1`; the
+    network's training windows are `WINDOW_FRAMES` long.
+    """
+    wave = torch.as_tensor(wave, dtype=torch.float32)
+    if wave.shape[-1] <= N_FFT // 2:
+        raise ModelError(f"musicnn's front end needs more than {N_FFT // 2} samples (reflect padding), "
+                         f"got {wave.shape[-1]}")
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, f_min=0.0,
+        f_max=SAMPLE_RATE / 2, power=2.0, center=True, pad_mode="reflect", norm="slaney",
+        mel_scale="slaney",
+    ).to(wave.device)
+    power = mel(wave).half().float()
+    return torch.log10(LOG_GAIN * power + 1.0)
+
+
+# ---------------------------------------------------------------- network
+
+
+def _batch_norm(dims: int, channels: int) -> nn.Module:
+    cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    return cls(channels, eps=TF_BATCH_NORM_EPS)
+
+
+class _FrequencyPooledConv(nn.Module):
+    """conv -> ReLU -> batch norm -> max over frequency: `(b, 1, frames, mels)` -> `(b, filters, frames)`.
+
+    `time_pad` (before, after) zero-pads the time axis first (the original pads explicitly for
+    the timbral filters and uses TensorFlow's 'same' for the temporal ones: the same zeros)."""
+
+    def __init__(self, filters: int, kernel: tuple[int, int], time_pad: tuple[int, int]):
+        super().__init__()
+        self.time_pad = time_pad
+        self.conv = nn.Conv2d(1, filters, kernel)
+        self.bn = _batch_norm(2, filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(F.relu(self.conv(F.pad(x, (0, 0, *self.time_pad)))))
+        return x.amax(dim=3)
+
+
+def _same(kernel: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding for a stride-1 kernel: the odd extra zero goes after."""
+    return (kernel - 1) // 2, kernel // 2
+
+
+class Frontend(nn.Module):
+    """Input batch norm + timbral and temporal filters: `(b, 1, frames, 96)` -> `(b, 561, frames)`."""
+
+    def __init__(self, n_mels: int = N_MELS):
+        super().__init__()
+        self.input_bn = _batch_norm(2, 1)
+        self.timbral = nn.ModuleList(
+            _FrequencyPooledConv(204, (7, int(share * n_mels)), (3, 3)) for share in (0.4, 0.7)
+        )
+        self.temporal = nn.ModuleList(
+            _FrequencyPooledConv(51, (k, 1), _same(k)) for k in (128, 64, 32)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_bn(x)
+        return torch.cat([block(x) for block in (*self.timbral, *self.temporal)], dim=1)
+
+
+class _TemporalConv(nn.Module):
+    """conv over time (7 frames, zero-padded) -> ReLU -> batch norm: `(b, c, t)` -> `(b, 64, t)`."""
+
+    def __init__(self, in_channels: int, filters: int = MIDEND_FILTERS):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, filters, 7, padding=3)
+        self.bn = _batch_norm(1, filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(F.relu(self.conv(x)))
+
+
+class Midend(nn.Module):
+    """Dense 1-D convolutions with residuals: `(b, 561, t)` -> `(b, 753, t)` (input and the
+    three layers' outputs stacked)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [_TemporalConv(FRONTEND_FEATURES), _TemporalConv(MIDEND_FILTERS), _TemporalConv(MIDEND_FILTERS)]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out1 = self.layers[0](x)
+        out2 = self.layers[1](out1) + out1
+        out3 = self.layers[2](out2) + out2
+        return torch.cat([x, out1, out2, out3], dim=1)
+
+
+class Backend(nn.Module):
+    """Temporal pooling and the dense layers: `(b, 753, t)` -> pools, penultimate, logits."""
+
+    def __init__(self, n_tags: int | None = N_TAGS):
+        super().__init__()
+        self.pool_bn = _batch_norm(1, 2 * POOLED_FEATURES)
+        self.dense = nn.Linear(2 * POOLED_FEATURES, PENULTIMATE_UNITS)
+        self.dense_bn = _batch_norm(1, PENULTIMATE_UNITS)
+        self.dropout = nn.Dropout(0.5)
+        self.tags = nn.Linear(PENULTIMATE_UNITS, n_tags) if n_tags else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        max_pool, mean_pool = x.amax(dim=2), x.mean(dim=2)
+        # the original concatenates (b, 753, 1) pools on the last axis, then flattens:
+        # max and mean alternate feature by feature
+        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
+        hidden = self.dropout(self.pool_bn(pooled))
+        penultimate = self.dense_bn(F.relu(self.dense(hidden)))
+        logits = self.tags(self.dropout(penultimate)) if self.tags is not None else None
+        return mean_pool, max_pool, penultimate, logits
+
+
+class Musicnn(nn.Module):
+    """musicnn: `(batch, 1, 96, frames)` log-mels (`logmel`) -> `Outputs`.
+
+    The project's layout is `(batch, 1, n_mels, frames)`; musicnn's own is `(batch, frames, 96)`:
+    the transpose happens here. Any number of frames >= 1 works; the weights were trained on
+    windows of `WINDOW_FRAMES`. `n_tags=None` leaves the tag layer out (a backbone).
+    """
+
+    input_frontend = "musicnn"      # needs `logmel`, not the features stage's log-mel
+    normalise_input = False         # its first layer is a batch norm with trained statistics
+
+    def __init__(self, n_tags: int | None = N_TAGS):
+        super().__init__()
+        self.frontend = Frontend()
+        self.midend = Midend()
+        self.backend = Backend(n_tags)
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != N_MELS:
+            raise ModelError(f"musicnn takes (batch, 1, {N_MELS}, frames) log-mels, got {tuple(x.shape)}")
+        features = self.midend(self.frontend(x.transpose(2, 3)))
+        mean_pool, max_pool, penultimate, logits = self.backend(features)
+        return Outputs(torch.sigmoid(logits) if logits is not None else None, mean_pool, max_pool, penultimate)
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The 200-unit penultimate layer of `(batch, 1, 96, frames)` log-mels: `(batch, 200)`."""
+        return self.forward(x).penultimate
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+
+def checkpoint_dir(name: str) -> Path:
+    """The folder of checkpoint `name` inside the installed musicnn wheel (found, not imported:
+    the wheel's modules import TensorFlow)."""
+    if name not in CHECKPOINTS:
+        raise ModelError(f"pretrained '{name}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
+    spec = importlib.util.find_spec("musicnn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the musicnn weights are not installed: pip install --no-deps {WHEEL} "
+                         "(`make setup` does)")
+    return Path(list(spec.submodule_search_locations)[0]) / name
+
+
+def _conv_weight(kernel: np.ndarray) -> np.ndarray:
+    """TensorFlow's conv kernel (kh, kw, in, out) -> torch's Conv2d weight (out, in, kh, kw)."""
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def _conv1d_weight(kernel: np.ndarray) -> np.ndarray:
+    """A mid-end kernel (7, features, 1, out), a conv2d spanning every feature -> Conv1d (out, features, 7)."""
+    return kernel[:, :, 0, :].transpose(2, 1, 0)
+
+
+def state_dict_from_tf(tensors: dict[str, np.ndarray], tags: bool = True) -> dict[str, torch.Tensor]:
+    """`Musicnn`'s state dict from the checkpoint's variables (Adam slots are ignored).
+
+    TensorFlow names layers by creation order (`conv2d`, `conv2d_1`, ...;
+    `batch_normalization`, `_1`, ...), which follows `build_musicnn`: the input batch norm,
+    the five front-end blocks, the three mid-end layers, the two back-end batch norms.
+    """
+    def tf_name(base: str, i: int) -> str:
+        return base if i == 0 else f"{base}_{i}"
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    bns = ["frontend.input_bn",
+           *[f"frontend.timbral.{i}.bn" for i in range(2)],
+           *[f"frontend.temporal.{i}.bn" for i in range(3)],
+           *[f"midend.layers.{i}.bn" for i in range(3)],
+           "backend.pool_bn", "backend.dense_bn"]
+    convs = [*[f"frontend.timbral.{i}.conv" for i in range(2)],
+             *[f"frontend.temporal.{i}.conv" for i in range(3)]]
+    mids = [f"midend.layers.{i}.conv" for i in range(3)]
+    dense = [("backend.dense", "dense")] + ([("backend.tags", "dense_1")] if tags else [])
+    try:
+        state: dict[str, torch.Tensor] = {}
+        for i, ours in enumerate(bns):
+            tf = tf_name("batch_normalization", i)
+            state[f"{ours}.weight"] = t(tensors[f"{tf}/gamma"])
+            state[f"{ours}.bias"] = t(tensors[f"{tf}/beta"])
+            state[f"{ours}.running_mean"] = t(tensors[f"{tf}/moving_mean"])
+            state[f"{ours}.running_var"] = t(tensors[f"{tf}/moving_variance"])
+            state[f"{ours}.num_batches_tracked"] = torch.tensor(0)
+        for i, ours in enumerate(convs + mids):
+            tf = tf_name("conv2d", i)
+            convert = _conv_weight if ours in convs else _conv1d_weight
+            state[f"{ours}.weight"] = t(convert(tensors[f"{tf}/kernel"]))
+            state[f"{ours}.bias"] = t(tensors[f"{tf}/bias"])
+        for ours, tf in dense:
+            state[f"{ours}.weight"] = t(tensors[f"{tf}/kernel"].T)   # (in, out) -> (out, in)
+            state[f"{ours}.bias"] = t(tensors[f"{tf}/bias"])
+    except KeyError as err:
+        raise CheckpointError(f"the checkpoint has no variable {err}: not a musicnn checkpoint") from None
+    return state
+
+
+def load_weights(model: Musicnn, name: str) -> Musicnn:
+    """Copy checkpoint `name` (one of `CHECKPOINTS`) into `model` (strictly: every shape must
+    match) and return it."""
+    folder = checkpoint_dir(name)
+    tensors = read_bundle(folder)
+    state = state_dict_from_tf(tensors, tags=model.backend.tags is not None)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{folder}: does not fit musicnn: {err}") from None
+    return model
+
+
+def load_pretrained(name: str, n_tags: int | None = N_TAGS) -> Musicnn:
+    """musicnn with the weights of checkpoint `name` ("MSD_musicnn" | "MTT_musicnn"), in eval mode."""
+    return load_weights(Musicnn(n_tags), name).eval()
+
+
+class Penultimate(nn.Module):
+    """A pretrained musicnn as a fixed embedder: `(batch, 1, 96, frames)` -> its 200-unit
+    penultimate layer `(batch, 200)` (the untrained-embedding baseline)."""
+
+    input_frontend = "musicnn"
+
+    def __init__(self, net: Musicnn):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.penultimate(x)
+
+
+# ---------------------------------------------------------------- backbone for metric learning
+
+
+FREEZE = ("none", "frontend", "backbone")
+
+
+class MusicnnEmbedding(nn.Module):
+    """Pretrained musicnn up to its penultimate layer + a new linear embedding head:
+    `(batch, 1, 96, frames)` log-mels (`logmel`) -> `(batch, embedding_dim)`.
+
+    `freeze` names the pretrained part that gets no gradient: "none", "frontend" (input batch
+    norm and the timbral/temporal filters) or "backbone" (everything but the head). Frozen parts
+    stay in eval mode when the model trains (batch-norm statistics fixed, dropout off).
+    `lr_factor` scales the learning rate of the pretrained layers (`models.param_groups`).
+    """
+
+    input_frontend = "musicnn"
+    normalise_input = False
+
+    def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0):
+        super().__init__()
+        if freeze not in FREEZE:
+            raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
+        if not lr_factor >= 0:
+            raise ModelError(f"lr_factor must be >= 0, got {lr_factor}")
+        self.backbone = Musicnn(n_tags=None)
+        self.head = nn.Linear(PENULTIMATE_UNITS, embedding_dim)
+        self.freeze = freeze
+        self.lr_factor = float(lr_factor)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return {"none": [], "frontend": [self.backbone.frontend], "backbone": [self.backbone]}[self.freeze]
+
+    def train(self, mode: bool = True) -> MusicnnEmbedding:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.penultimate(x))
+
+
+def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
+    """The registry's builder (arch `musicnn`): `MusicnnEmbedding` with checkpoint
+    `params.pretrained` loaded, for `(batch, 1, 96, frames)` inputs.
+
+    On the meta device (`models.describe`) the weights are not loaded: shapes only.
+    """
+    if n_mels != N_MELS:
+        raise ModelError(f"musicnn takes {N_MELS} mel bands (its own front end, `musicnn.logmel`), "
+                         f"got {n_mels}")
+    if frames < 1:
+        raise ModelError(f"musicnn needs at least one frame, got {frames}")
+    model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor)
+    if not model.head.weight.is_meta:
+        load_weights(model.backbone, params.pretrained)
+    elif params.pretrained not in CHECKPOINTS:
+        raise ModelError(f"pretrained '{params.pretrained}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
+    return model
