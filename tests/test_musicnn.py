@@ -215,7 +215,7 @@ def test_describe_lists_musicnn_without_loading_weights():
         net = models.build_by_name(name, PARAMS.models, musicnn.N_MELS, musicnn.WINDOW_FRAMES)
         assert rows[name]["parameters"] == models.count_parameters(net)
     assert models.input_frontend(PARAMS.models["musicnn_msd"]) == "musicnn"
-    assert models.input_frontend(PARAMS.models["model6"]) == "logmel"
+    assert models.input_frontend(PARAMS.models["model6"]) == "db"
 
 
 def test_bad_musicnn_settings_are_errors():
