@@ -180,6 +180,12 @@ class IndexParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    max_upload_mb: float = 50.0  # `songspace serve`: larger uploads are refused (413)
+    neighbours: int = 10         # k of the explorer's neighbour lists (server and exported page)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     model: str = "model3"
@@ -194,6 +200,7 @@ class Params:
     models: dict[str, ModelParams] = field(default_factory=dict)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     index: IndexParams = field(default_factory=IndexParams)
+    serve: ServeParams = field(default_factory=ServeParams)
 
     @property
     def model_params(self) -> ModelParams:
@@ -292,6 +299,8 @@ def validate(params: Params) -> Params:
         raise ConfigError("split.test_fraction must lie between 0 and 1")
     if not 0 <= params.split.val_fraction < 1:
         raise ConfigError("split.val_fraction must lie in [0, 1)")
+    if not params.serve.max_upload_mb > 0 or params.serve.neighbours < 1:
+        raise ConfigError("serve.max_upload_mb must be positive and serve.neighbours at least 1")
     params.model_params  # noqa: B018 - raises for an unconfigured model
     return params
 
