@@ -25,7 +25,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -141,6 +141,7 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10) -> Starle
 
     routes = [
         Route("/", index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),  # none; spares a 404 per load
         Route("/api/tracks", tracks),
         Route("/api/tracks/{track_id:str}/neighbours", neighbours),
         Route("/api/evaluation", evaluation),

@@ -1,9 +1,9 @@
 // songspace explorer: the map, track view, search, upload and evaluation of one page.
 // Talks to `songspace serve` (fetch), or, in an exported page, reads window.SONGSPACE_DATA.
+// How many neighbours are listed is the server's (params.yaml serve.neighbours).
 "use strict";
 (function () {
   const STATIC = window.SONGSPACE_DATA || null;
-  const K = 10;
   const POINT_RADIUS = 3.5;   // CSS pixels
   const HIT_RADIUS = 9;       // CSS pixels: how near the cursor a point must be to be picked
   const CELL = 24;            // CSS pixels per cell of the hover lookup grid
@@ -26,9 +26,9 @@
   } : {
     tracks: () => getJSON("api/tracks"),
     evaluation: () => getJSON("api/evaluation"),
-    neighbours: (id) => getJSON(`api/tracks/${encodeURIComponent(id)}/neighbours?k=${K}`),
+    neighbours: (id) => getJSON(`api/tracks/${encodeURIComponent(id)}/neighbours`),
     audioUrl: (id) => `audio/${encodeURIComponent(id)}`,
-    query: (file) => getJSON(`api/query?k=${K}&filename=${encodeURIComponent(file.name)}`,
+    query: (file) => getJSON(`api/query?filename=${encodeURIComponent(file.name)}`,
                              { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }),
   };
 
