@@ -205,7 +205,7 @@ def test_evaluation_has_the_grid_baselines_curves_and_words(url):
     assert len(result["grid"]) == 4 and result["grid"][3]["accuracy"] is None  # NaN is not JSON
     assert set(result["baselines"]) == {"model", "mfcc_stats"} and result["baselines"]["model"]["accuracy"] == 0.8
     assert result["curves"]["train/loss"] == [[0.0, 0.2], [1.0, 0.15], [2.0, 0.1]]
-    assert "80.0% of 20 test quartets" in result["words"] and "significantly" in result["words"]
+    assert "80.0% of 20 test quartets" in result["words"] and "20.0 points ahead, significantly" in result["words"]
 
 
 def test_stale_index_is_refused_with_the_cli_message(run, tmp_path, capsys):

@@ -121,7 +121,8 @@ def headline_words(head: dict, model: str | None) -> str:
         sig = head.get("margin_significant")
         words += (f" The best baseline, {head['best_baseline']}, scores "
                   f"{head.get('best_baseline_accuracy', float('nan')):.1%}: the model is "
-                  f"{head['margin_over_baseline'] * 100:+.1f} points ahead"
+                  f"{abs(head['margin_over_baseline']) * 100:.1f} points "
+                  + ("ahead" if head["margin_over_baseline"] >= 0 else "behind")
                   + ("" if sig is None else (", significantly." if sig else ", not significantly.")))
     return words
 
