@@ -66,6 +66,8 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["grid"])
     for png in ["grid.png", "baselines.png", "embedding_map.png", "confusion.png", "augmentations.png"]:
         assert (repo / "plots" / png).stat().st_size > 10_000, png
+    explorer = (repo / "plots" / "explorer.html").read_text()
+    assert "window.SONGSPACE_DATA" in explorer and "../data/corpus/" in explorer
     assert (repo / "dvc.lock").exists()
     # everything is up to date afterwards
     status = _run([str(venv_bin / "dvc"), "status"], repo, env)

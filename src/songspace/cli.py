@@ -7,6 +7,7 @@
     songspace models                             the model registry with parameter counts
     songspace report                             the headline of metrics/eval.json (and the
                                                  annotated quartets kept per split)
+    songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation
 
 Default paths are the pipeline's (data/index, data/models/best.pt, metrics/eval.json,
 params.yaml); each has an option. A user error (a missing or undecodable file, a missing or
@@ -192,6 +193,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from songspace import config
+
+    params = config.load(args.params)
+    from songspace.explorer import data, server
+
+    library = args.library or params.data.audio_dir or "data/corpus"
+    explorer = data.Explorer.open(args.index, args.model, library, args.metrics, args.live, seed=params.seed)
+    print(f"songspace explorer: http://{args.host}:{args.port}/ ({explorer.lib.index.n_tracks} tracks, "
+          f"audio from {explorer.root}); Ctrl-C stops it")
+    server.serve(explorer, args.host, args.port, params.serve.max_upload_mb, params.serve.neighbours)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -236,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the groundtruth stage's report: annotated quartets kept and dropped "
                         "per split (default: %(default)s)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", parents=[paths], help="the explorer page: map, listening, neighbours, evaluation")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--library", default=None,
+                   help="the library folder audio is served from (default: params.yaml data.audio_dir)")
+    p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")
+    p.add_argument("--live", default="dvclive", help="dvclive folder of the run (default: %(default)s)")
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
     return ap
 
 

@@ -191,6 +191,12 @@ class IndexParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    max_upload_mb: float = 50.0  # `songspace serve`: larger uploads are refused (413)
+    neighbours: int = 10         # k of the explorer's neighbour lists (server and exported page)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     model: str = "model3"
@@ -205,6 +211,7 @@ class Params:
     models: dict[str, ModelParams] = field(default_factory=dict)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     index: IndexParams = field(default_factory=IndexParams)
+    serve: ServeParams = field(default_factory=ServeParams)
 
     @property
     def model_params(self) -> ModelParams:
@@ -322,6 +329,8 @@ def validate(params: Params) -> Params:
             raise ConfigError(f"models.{name}.freeze '{mp.freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
         if not mp.lr_factor >= 0:
             raise ConfigError(f"models.{name}.lr_factor must be >= 0, got {mp.lr_factor}")
+    if not params.serve.max_upload_mb > 0 or params.serve.neighbours < 1:
+        raise ConfigError("serve.max_upload_mb must be positive and serve.neighbours at least 1")
     params.model_params  # noqa: B018 - raises for an unconfigured model
     return params
 
