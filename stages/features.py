@@ -1,10 +1,11 @@
 """Stage `features`: every library track -> log-mel segments (one array + an index)."""
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, features
+from songspace import config, errors, features
 
 
 def main() -> None:
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "features"))
