@@ -18,9 +18,12 @@ PIP_TOOLS := pip-tools==7.6.2
 # requirements.lock: every package, exact version and sha256, resolved from requirements.txt
 # (`make lock` refreshes it). tinysoundfont is installed apart, without its dependencies: its
 # optional playback dependency (pyaudio) does not build here.
-$(STAMP): requirements.lock pyproject.toml
+# Until requirements.lock exists (`make lock`), requirements.txt is installed as it is.
+REQS := $(if $(wildcard requirements.lock),requirements.lock,requirements.txt)
+REQ_FLAGS := $(if $(wildcard requirements.lock),--require-hashes,)
+$(STAMP): $(REQS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q $(REQ_FLAGS) -r $(REQS)
 	$(PY) -m pip install -q --no-deps tinysoundfont==0.3.7
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
