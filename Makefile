@@ -6,14 +6,24 @@ PY := $(VENV)/bin/python
 # DVC stages call `python`: the one in .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
+# The numeric kernels' CPU instruction set, explicit (songspace/__init__.py sets the same
+# defaults for a bare `dvc repro`); see README "Reproducibility".
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export MKL_CBWR ?= AVX2,STRICT
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: setup run test test-fast bench thesis clean
+.PHONY: setup run check test test-fast bench thesis lock clean
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements.lock: every package, exact version and sha256, resolved from requirements.txt
+# (`make lock` refreshes it). tinysoundfont is installed apart, without its dependencies: its
+# optional playback dependency (pyaudio) does not build here.
+# Until requirements.lock exists (`make lock`), requirements.txt is installed as it is.
+REQS := $(if $(wildcard requirements.lock),requirements.lock,requirements.txt)
+REQ_FLAGS := $(if $(wildcard requirements.lock),--require-hashes,)
+$(STAMP): $(REQS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	# tinysoundfont's optional playback dependency (pyaudio) does not build here
+	$(PY) -m pip install -q $(REQ_FLAGS) -r $(REQS)
 	$(PY) -m pip install -q --no-deps tinysoundfont==0.3.7
 	# musicnn's pretrained weights (its data files only; its code imports TensorFlow, never used)
 	$(PY) -m pip install -q --no-deps musicnn==0.1.0
@@ -22,7 +32,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-run: setup
+# Resolve requirements.txt again (after adding or bumping a dependency) into requirements.lock.
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(PIP_TOOLS)
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links \
+	  --no-emit-index-url --output-file requirements.lock requirements.txt
+
+check: setup
+	$(PY) -m songspace check
+
+run: check
 	$(VENV)/bin/dvc repro
 	$(PY) -m songspace report
 

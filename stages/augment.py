@@ -1,11 +1,12 @@
 """Stage `augment`: K waveform-augmented views of every training track, cached as log-mel segments."""
 import argparse
 import time
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from songspace import audio, augment, config, features, models
+from songspace import audio, augment, config, errors, features, models
 
 
 def main() -> None:
@@ -37,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "augment"))

@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import sys
 
-from songspace import bench, config
+from songspace import bench, config, errors
 
 
 def main() -> None:
@@ -59,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "bench"))

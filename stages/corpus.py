@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from songspace import config, corpus
+from songspace import config, corpus, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_stage(main, "corpus"))

@@ -1,12 +1,13 @@
 """Stage `evaluate`: the 9 x 3 odd-one-out grid for the trained model and its baselines,
 retrieval metrics, metrics JSON and plots."""
 import argparse
+import sys
 
 import numpy as np
 import pandas as pd
 import torch
 
-from songspace import config, embed, evaluate, features, models
+from songspace import config, embed, errors, evaluate, features, models
 
 
 def main() -> None:
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "evaluate"))

@@ -2,11 +2,12 @@
 track table per front end): `db` (params-driven, also the hand-crafted baselines' input) and
 `musicnn` (the pretrained network's input)."""
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, features
+from songspace import config, errors, features
 
 
 def main() -> None:
@@ -35,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "features"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, groundtruth, library
+from songspace import config, errors, groundtruth, library
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_stage(main, "groundtruth"))

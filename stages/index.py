@@ -1,9 +1,10 @@
 """Stage `index`: embed every library track with the trained model; build the similar-song index."""
 import argparse
+import sys
 
 import pandas as pd
 
-from songspace import config, index
+from songspace import config, errors, index
 
 
 def main() -> None:
@@ -14,13 +15,15 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="checkpoint, e.g. data/models/best.pt")
     ap.add_argument("--eval", required=True, help="metrics/eval.json (for index.* = best)")
     ap.add_argument("--out", required=True, help="index folder to write")
+    ap.add_argument("--added", default=None,
+                    help="songs added with `songspace add` (data/added/tracks.csv), embedded again")
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
     try:
         built = index.build_from_pipeline(args.features, args.tracks, args.splits, args.model, params,
-                                          eval_json=args.eval, device=args.device)
+                                          eval_json=args.eval, device=args.device, added_csv=args.added)
     except index.LibraryError as err:
         raise SystemExit(f"index: {err}") from None
     built.save(args.out)
@@ -29,6 +32,8 @@ def main() -> None:
     if listed > meta["n_tracks"]:
         print(f"{listed - meta['n_tracks']} track(s) of {args.tracks} have no features "
               f"(see {args.features}/skipped.csv) and are not indexed")
+    for path in meta.get("added_missing", []):
+        print(f"warning: {path}: listed in {args.added} but no longer on disk; not indexed", file=sys.stderr)
     recall = meta["recall"]
     print(f"{args.out}: {meta['n_tracks']} tracks, {meta['distance']} after {meta['scaler']} "
           f"({meta['chosen_by']}); {meta['searcher']}"
@@ -37,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "index"))

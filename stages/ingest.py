@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from songspace import config, library
+from songspace import config, errors, library
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run_stage(main, "ingest"))

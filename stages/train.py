@@ -2,11 +2,11 @@
 import argparse
 import contextlib
 import os
-from pathlib import Path
+import sys
 
 from dvclive import Live
 
-from songspace import config, models, train
+from songspace import config, errors, models, train
 
 
 def main() -> None:
@@ -29,7 +29,9 @@ def main() -> None:
     print(f"{params.model} / {params.loss}: {len(data.train_tracks)} training tracks, "
           f"{len(data.triplets)} triplets, {len(data.val_quartets)} validation quartets, "
           f"{data.n_labels} labels")
-    resume = (Path(args.out) / "last.pt").exists()
+    # dvclive's files are kept between runs (persist in dvc.yaml): a resumed run appends to
+    # its curves, steps continuing; a fresh run starts them anew.
+    resume = train.will_resume(params, data, args.out)
     # Under torchrun only the first process logs.
     first = os.environ.get("RANK", "0") == "0"
     logger = Live(args.live, resume=resume, dvcyaml=None, save_dvc_exp=False) if first else contextlib.nullcontext()
@@ -40,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "train"))

@@ -19,13 +19,15 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from songspace.errors import UserError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 # Peak amplitude under which a file counts as silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
 WRITE_BLOCK_FRAMES = 1 << 16
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that cannot be used as audio; the message names the file and the problem."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from songspace.errors import UserError
 from .config import (
     AugmentParams,
     FeatureParams,
@@ -81,7 +82,7 @@ PITCH_TOLERANCE_CENTS = 0.5
 TOP_DB = 80.0
 
 
-class AugmentError(ValueError):
+class AugmentError(UserError, ValueError):
     """An augmentation name or setting that cannot be used; the message says which and why."""
 
 

@@ -5,6 +5,7 @@
     songspace add FILES... [--label L]           extend the index without rebuilding it
     songspace info                               model, library size, metric, index type, build time
     songspace models                             the model registry with parameter counts
+    songspace check                              params.yaml: known keys, values in range
     songspace report                             the headline of metrics/eval.json (and the
                                                  annotated quartets kept per split)
     songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation
@@ -34,9 +35,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     An exception can only come from a loaded module, so nothing is imported here (torch
     would take seconds to import just to print an error).
     """
+    from songspace.errors import UserError  # every module's user errors derive from it
+
     where = {"songspace.audio": "AudioError", "songspace.config": "ConfigError",
              "songspace.index": "LibraryError", "songspace.models": "ModelError"}
-    found: list[type[BaseException]] = [FileNotFoundError]
+    found: list[type[BaseException]] = [FileNotFoundError, UserError]
     for module, name in where.items():
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
@@ -89,6 +92,8 @@ def cmd_embed(args) -> int:
 
     emb = embed_files(args.files, model_path=args.model)
     out = Path(args.output)
+    if out.suffix != ".npy":  # np.save would add it; say the name actually written
+        out = out.with_name(out.name + ".npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, emb)
     print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32, rows in the order of the files given")
@@ -102,8 +107,10 @@ def cmd_add(args) -> int:
     report = lib.add(args.files, label=args.label)
     for r in report.itertuples():
         print(f"added {r.track_id} ({r.label}): {r.path}" if r.added else f"skipped {r.path}: {r.note}")
-    print(f"{args.index}: {lib.index.n_tracks} tracks ({int(report['added'].sum())} added). "
-          "`dvc repro index` rebuilds it from the library alone.")
+    from songspace.index import added_list_path
+
+    print(f"{args.index}: {lib.index.n_tracks} tracks ({int(report['added'].sum())} added); "
+          f"listed in {added_list_path(args.index)}, which `dvc repro` embeds again")
     return 0
 
 
@@ -138,6 +145,14 @@ def cmd_models(args) -> int:
               "x".join(str(s) for s in r["output_shape"]), f"{r['mflops']:.1f}", r["batch_size"]]
              for r in rows]
     print(_table(table, ["  model", "arch", "parameters", "embedding", "MFLOPs", "batch"], right={2, 4, 5}))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from songspace import config
+
+    params = config.load(args.params)
+    print(f"{args.params}: valid (model {params.model}, loss {params.loss}, data.source {params.data.source})")
     return 0
 
 
@@ -243,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the model registry with parameter counts")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("check", help="check params.yaml: every key known, every value in range")
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report", help="the headline of the evaluation")
     p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")

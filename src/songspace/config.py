@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
+from songspace.errors import UserError
+
 PARAMS_FILE = "params.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """params.yaml does not describe a valid configuration."""
 
 
@@ -332,7 +334,111 @@ def validate(params: Params) -> Params:
     if not params.serve.max_upload_mb > 0 or params.serve.neighbours < 1:
         raise ConfigError("serve.max_upload_mb must be positive and serve.neighbours at least 1")
     params.model_params  # noqa: B018 - raises for an unconfigured model
+    _check_ranges(params)
     return params
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# key -> (lowest, highest, lowest allowed itself, highest allowed itself); None: unbounded.
+# Checked when params are loaded, so a bad value stops the first stage, not the fourth.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "seed": (0, None, True, True),
+    "data.min_seconds": (0, None, True, True),
+    "corpus.pieces_per_class": (1, None, True, True),
+    "corpus.bars": (1, None, True, True),
+    "corpus.max_seconds": (0, None, False, True),
+    "corpus.sample_rate": (1000, None, True, True),
+    "groundtruth.test_quartets": (1, None, True, True),
+    "groundtruth.val_quartets": (0, None, True, True),
+    "groundtruth.train_triplets": (0, None, True, True),
+    "features.sample_rate": (1000, None, True, True),
+    "features.n_fft": (16, None, True, True),
+    "features.hop_length": (1, None, True, True),
+    "features.n_mels": (1, None, True, True),
+    "features.f_min": (0, None, True, True),
+    "features.f_max": (0, None, False, True),
+    "features.segment_seconds": (0, None, False, True),
+    "features.segments_per_track": (1, None, True, True),
+    "augment.views": (0, None, True, True),
+    "augment.pitch_shift.max_semitones": (0, 12, True, True),
+    "augment.time_stretch.max_change": (0, 1, True, False),
+    "augment.resample.min_rate": (1000, None, True, True),
+    "augment.noise.strength": (0, None, True, True),
+    "augment.time_mask.max_frames": (0, None, True, True),
+    "augment.time_mask.count": (0, None, True, True),
+    "augment.freq_mask.max_bins": (0, None, True, True),
+    "augment.freq_mask.count": (0, None, True, True),
+    "train.epochs": (1, None, True, True),
+    "train.lr": (0, None, False, True),
+    "train.batch_size": (2, None, True, True),
+    "train.margin": (0, None, True, True),
+    "train.weight_decay": (0, None, True, True),
+    "train.patience": (1, None, True, True),
+    "train.temperature": (0, None, False, True),
+    "train.projection_dim": (1, None, True, True),
+    "train.steps_per_epoch": (1, None, True, True),
+    "train.num_workers": (0, None, True, True),
+    "evaluate.minkowski_p": (0, None, False, True),
+    "evaluate.bootstrap": (1, None, True, True),
+    "evaluate.confidence": (0, 1, False, False),
+    "index.approximate_above": (1, None, True, True),
+    "index.hnsw_m": (2, None, True, True),
+    "index.hnsw_ef_search": (1, None, True, True),
+}
+_PROBABILITIES = ("pitch_shift", "time_stretch", "resample", "noise", "random_mask", "time_mask",
+                  "freq_mask")
+_MODEL_RANGES = {"kernel": 1, "block_pool": 1, "pool": 1, "depth": 1, "batch_size": 2, "embedding_dim": 1}
+
+
+def _in_range(key: str, value: float | None, low, high, low_ok: bool, high_ok: bool) -> None:
+    if value is None:  # an optional key left empty
+        return
+    too_low = low is not None and (value < low or (value == low and not low_ok))
+    too_high = high is not None and (value > high or (value == high and not high_ok))
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>=' if low_ok else '>'} {low:g}"
+        hi = "" if high is None else f"{'<=' if high_ok else '<'} {high:g}"
+        raise ConfigError(f"{key}: {value!r} is out of range; it must be {' and '.join(x for x in (lo, hi) if x)}")
+
+
+def _check_ranges(params: Params) -> None:
+    """Every numeric value in its range, every name in its registry: ConfigError naming the key."""
+    for key, bounds in _RANGES.items():
+        value: Any = params
+        for part in key.split("."):
+            value = getattr(value, part)
+        _in_range(key, value, *bounds)
+    for name in _PROBABILITIES:
+        _in_range(f"augment.{name}.p", getattr(params.augment, name).p, 0, 1, True, True)
+    fp = params.features
+    if fp.f_max <= fp.f_min or fp.f_max > fp.sample_rate / 2:
+        raise ConfigError(f"features.f_max: {fp.f_max:g} must lie above features.f_min ({fp.f_min:g}) "
+                          f"and at most half of features.sample_rate ({fp.sample_rate / 2:g})")
+    if fp.hop_length > fp.segment_samples:
+        raise ConfigError(f"features.hop_length: {fp.hop_length} is longer than a segment "
+                          f"({fp.segment_samples} samples)")
+    if not params.corpus.classes:
+        raise ConfigError("corpus.classes: must name at least one class")
+    if not params.corpus.programs or not all(0 <= p <= 127 for p in params.corpus.programs):
+        raise ConfigError("corpus.programs: General MIDI programs, each from 0 to 127")
+    device = params.train.device
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"train.device '{device}' is unknown; choose one of: {', '.join(DEVICES)}")
+    for name, mp in params.models.items():
+        for field_name, low in _MODEL_RANGES.items():
+            _in_range(f"models.{name}.{field_name}", getattr(mp, field_name), low, None, True, True)
+        _in_range(f"models.{name}.dropout", mp.dropout, 0, 1, True, False)
+        if any(c < 1 for c in (*mp.channels, *mp.fc)):
+            raise ConfigError(f"models.{name}: channels and fc sizes must be at least 1")
+    from songspace import distances, scalers  # the registries; numpy / scipy / sklearn only
+
+    if params.index.distance != "best" and params.index.distance not in distances.NAMES:
+        raise ConfigError(f"index.distance '{params.index.distance}' is unknown; choose best or one of: "
+                          f"{', '.join(distances.NAMES)}")
+    if params.index.scaler != "best" and params.index.scaler not in scalers.NAMES:
+        raise ConfigError(f"index.scaler '{params.index.scaler}' is unknown; choose best or one of: "
+                          f"{', '.join(scalers.NAMES)}")
 
 
 def from_dict(raw: dict) -> Params:
@@ -344,8 +450,12 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such parameter file")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with path.open(encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path}: not readable YAML ({first})") from None
     try:
         return from_dict(raw)
     except ConfigError as err:

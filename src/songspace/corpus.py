@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from songspace import audio
 from songspace.config import CorpusParams
+from songspace.errors import UserError
 
 SOUNDFONT_FILE = "TimGM6mb.sf2"  # General MIDI soundfont bundled in the pretty_midi wheel
 PEAK_DBFS = -1.0  # every clip's peak level
@@ -46,7 +47,7 @@ TRACKS_FILE = "tracks.csv"
 FAILED_FILE = "failed.csv"
 
 
-class CorpusError(Exception):
+class CorpusError(UserError):
     """A piece that cannot be rendered; the message says why."""
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import features, models
+from . import checkpoint, features, models
 from .config import FeatureParams, ModelParams
 
 
@@ -42,16 +42,15 @@ def build(model_name: str, model_params: ModelParams, feature_params: FeaturePar
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, dict]:
     """Rebuild a model from a checkpoint file alone: `(embedder in eval mode, metadata)`."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model checkpoint (run `dvc repro train`)")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = checkpoint.load(path, map_location=device)
     try:
         model_params = ModelParams(**ckpt["model_params"])
         feature_params = FeatureParams(**ckpt["feature_params"])
         model = build(ckpt["model_name"], model_params, feature_params)
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a songspace checkpoint ({err})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise checkpoint.CheckpointError(f"{path}: not a songspace checkpoint ({first})") from None
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
     meta["feature_params"] = feature_params
     meta["model_params"] = model_params

@@ -19,6 +19,7 @@ import difflib
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from songspace import partition
+from songspace.errors import UserError
 from songspace.library import UNLABELLED, is_audio_path, normalise_relpath
 
 SPLITS = ("train", "val", "test")
@@ -39,7 +41,7 @@ MAX_DRAW_ROUNDS = 64
 MAX_LISTED_ERRORS = 20
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(UserError, ValueError):
     """Annotations or splits that cannot be used; the message names the file and line."""
 
 
@@ -319,6 +321,12 @@ class Annotations:
         return "split" in self.quartets.columns
 
 
+# A header cell: song1, Song 2, track_3, a, odd, odd song, odd_one_out, ... (case-insensitive)
+_HEADER_CELL = re.compile(
+    r"^\s*(song|track|clip|file|audio|item|a|b|c|d|x|odd|odd[ _-]?(song|track|one[ _-]?out|one))"
+    r"[ _-]?\d?\s*$", re.IGNORECASE)
+
+
 def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
                    source: str = "quartets") -> Annotations:
     """Validate quartet rows (song 1, song 2, song 3, odd song[, split]; header optional).
@@ -336,8 +344,10 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
 
     header, split_col = None, None
     if rows:
-        first = rows[0][1][:4]
-        if not any(resolve(c) for c in first if c) and not any(is_audio_path(c) for c in first):
+        first = [c for c in rows[0][1][:4] if c]
+        # A header only when it reads as one (song1, Song 2, odd, ...) and names no track;
+        # any other first row is data, and an unknown name in it is reported with its line.
+        if first and not any(resolve(c) for c in first) and all(_HEADER_CELL.match(c) for c in first):
             header, rows = rows[0][1], rows[1:]
             named = [i for i, c in enumerate(header) if c.lower() == "split"]
             split_col = named[0] if named else None

@@ -39,11 +39,13 @@ million synthetic vectors.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from songspace import distances, scalers
+from songspace.errors import UserError
 
 FORMAT_VERSION = 1
 DEFAULT_INDEX_DIR = Path("data/index")
@@ -68,6 +71,7 @@ FILES = {
 }
 TRACK_TABLE = ("track_id", "path", "label", "sha1")
 RECALL_K = 10
+LOCK_TIMEOUT_S = 600.0       # how long a reader or writer waits for another one's lock
 RECALL_SAMPLE = 500          # library tracks queried to measure an approximate index's recall
 ADD_CHUNK = 50_000           # vectors added to a flat index at a time (progress bar steps)
 BRUTE_CHUNK = 65_536         # library rows per block of a brute-force search
@@ -96,7 +100,7 @@ _FAISS_METRICS = {
 }
 
 
-class LibraryError(Exception):
+class LibraryError(UserError):
     """A problem with the index, the model or a query that a user can fix; the message says how."""
 
 
@@ -523,6 +527,7 @@ class SongIndex:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        k = min(k, max(1, self.n_tracks))  # no more neighbours than tracks: k = 10**9 answers at once
         q = self.vectors(np.atleast_2d(raw_queries))
         exclude = exclude or [set() for _ in range(len(q))]
         extra = max((len(e) for e in exclude), default=0)
@@ -553,14 +558,31 @@ class SongIndex:
         self.meta["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write the index folder (`FILES`); each file is replaced whole (write, then rename)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write the index folder (`FILES`) under its lock, replacing the old folder whole.
 
+        The new folder is written aside and renamed into place, so a crash or an error while
+        writing leaves the previous index intact, and a reader never sees half of each.
+        """
+        with index_lock(out_dir):
+            return self._write(Path(out_dir))
+
+    def _write(self, final: Path) -> Path:
+        """`save` without taking the lock (the caller holds it)."""
+        _recover(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out = final.with_name(f".{final.name}.new-{os.getpid()}")
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        try:
+            self._write_files(out)
+            _swap_in(out, final)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        return final
+
+    def _write_files(self, out: Path) -> None:
         def put(name: str, write) -> None:
-            tmp = out / (FILES[name] + ".tmp")
-            write(tmp)
-            os.replace(tmp, out / FILES[name])
+            write(out / FILES[name])
 
         state = {f"scaler.{k}": v for k, v in scaler_state(self.scaler).items()}
         state.update({f"ctx.{k}": np.asarray(v) for k, v in self.ctx.items()})
@@ -576,12 +598,17 @@ class SongIndex:
             put("vectors", lambda p: faiss.write_index(self.searcher, str(p)))
         # meta.json last: a folder with a meta.json is complete
         put("meta", lambda p: Path(p).write_text(json.dumps(self.meta, indent=2) + "\n"))
-        return out
 
     @classmethod
     def load(cls, index_dir: str | Path) -> "SongIndex":
-        """Read an index folder written by `save`; `IndexNotFound` when there is none."""
-        folder = Path(index_dir)
+        """Read an index folder written by `save` (under its lock); `IndexNotFound` when there is none."""
+        with index_lock(index_dir):
+            return cls._read(Path(index_dir))
+
+    @classmethod
+    def _read(cls, folder: Path) -> "SongIndex":
+        """`load` without taking the lock (the caller holds it)."""
+        _recover(folder)
         meta_file = folder / FILES["meta"]
         if not meta_file.exists():
             raise IndexNotFound(
@@ -609,7 +636,12 @@ class SongIndex:
             if not path.exists():
                 raise IndexNotFound(f"{path}: missing; rebuild the index with `dvc repro index`")
             read = faiss.read_index_binary if kind == "binary" else faiss.read_index
-            searcher = read(str(path))
+            try:
+                searcher = read(str(path))
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
+                raise IndexNotFound(f"{path}: corrupt or truncated faiss index ({first}); rebuild it "
+                                    "with `dvc repro index`") from None
             if hasattr(searcher, "hnsw"):  # efSearch is a search-time setting, not saved
                 searcher.hnsw.efSearch = int(meta.get("hnsw_ef_search", 128))
         index = cls(distance, scaler_name, scaler, ctx, tracks, embeddings.astype(np.float32), searcher, meta)
@@ -631,11 +663,96 @@ class SongIndex:
             raise LibraryError(f"{path}: no such model checkpoint (run `dvc repro train`)")
         now = file_sha256(path)
         if built != now:
+            from songspace import checkpoint
+
+            checkpoint.load(path)  # a damaged checkpoint is named as such, not as a stale index
             raise StaleIndex(
                 f"the index was built with {model.get('model_name') or 'a model'} from checkpoint "
                 f"{model.get('path', '?')} (sha256 {str(built)[:12]}), but {path} is now "
                 f"sha256 {now[:12]}: the index is stale; run `dvc repro index`"
             )
+
+
+def index_lock(index_dir: str | Path, timeout_s: float = LOCK_TIMEOUT_S):
+    """The lock every reader and writer of an index folder holds: `.<name>.lock` beside it.
+
+    Two `songspace add` runs on one index take turns, so neither loses the other's tracks.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(index_dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.with_name(f".{folder.name}.lock")), timeout=timeout_s)
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LibraryError(f"{folder}: still locked by another songspace process after "
+                               f"{timeout_s:g} s ({lock.lock_file})") from None
+        except PermissionError:  # a read-only place: nobody can write there either
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return held()
+
+
+def added_list_path(index_dir: str | Path) -> Path:
+    """Where the songs added with `songspace add` are listed: `added/tracks.csv` beside the index.
+
+    DVC never overwrites it (it is an input of the `index` stage, not an output), so the songs
+    listed there survive `dvc repro`: the stage embeds them again with the current model.
+    """
+    return Path(index_dir).parent / "added" / "tracks.csv"
+
+
+def read_added(path: str | Path) -> pd.DataFrame:
+    """The added-songs list (`TRACK_TABLE` columns); empty when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=list(TRACK_TABLE))
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise LibraryError(f"{path}: unreadable list of added songs ({err})") from None
+    missing = [c for c in TRACK_TABLE if c not in table.columns]
+    if missing:
+        raise LibraryError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(TRACK_TABLE)})")
+    return table[list(TRACK_TABLE)]
+
+
+def append_added(path: str | Path, rows: pd.DataFrame) -> None:
+    """Add rows to the added-songs list, replacing the file whole (write aside, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.concat([read_added(path), _track_table(rows)], ignore_index=True)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    table.to_csv(tmp, index=False, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Rename the folder `new` to `final`, moving an existing `final` aside first, then dropping it."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(final: Path) -> None:
+    """After a crash between `_swap_in`'s two renames, put the previous index back."""
+    if final.exists():
+        return
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and (olds[-1] / FILES["meta"]).exists():
+        os.replace(olds[-1], final)
 
 
 def _write_bytes(path: Path, write) -> None:
@@ -655,8 +772,13 @@ def _track_table(tracks: pd.DataFrame) -> pd.DataFrame:
 
 def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits_csv: str | Path | None,
                         model_path: str | Path, params, eval_json: str | Path | None = DEFAULT_EVAL_JSON,
-                        device: str = "cpu", progress: bool = True) -> SongIndex:
+                        device: str = "cpu", progress: bool = True,
+                        added_csv: str | Path | None = None) -> SongIndex:
     """Embed every track with features (the `features` stage's segments) and index them.
+
+    added_csv: the list of songs added with `songspace add` (`added_list_path`); each is
+    embedded again from its file with this model and added after the library's tracks
+    (meta: added_tracks, added_missing for listed files no longer on disk).
 
     params: the `config.Params` (index.*, evaluate.minkowski_p, seed). The scaler is fitted on
     the tracks splits_csv marks `train`. Tracks without segments (skipped as undecodable by
@@ -694,9 +816,37 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
              "feature_params": dataclasses.asdict(meta["feature_params"]),
              "sources": {"features": str(features_dir), "tracks": str(tracks_csv),
                          "splits": str(splits_csv)}}
-    return SongIndex.build(emb, tracks, mask, distance, scaler, params.evaluate.minkowski_p,
-                           ip.approximate_above, ip.hnsw_m, ip.hnsw_ef_search, identity,
-                           seed=params.seed, progress=progress, extra_meta=extra)
+    built = SongIndex.build(emb, tracks, mask, distance, scaler, params.evaluate.minkowski_p,
+                            ip.approximate_above, ip.hnsw_m, ip.hnsw_ef_search, identity,
+                            seed=params.seed, progress=progress, extra_meta=extra)
+    if added_csv is not None:
+        _take_in_added(built, read_added(added_csv), model, meta["feature_params"], device)
+    return built
+
+
+def _take_in_added(built: SongIndex, added: pd.DataFrame, model, feature_params, device: str) -> None:
+    """Add the listed songs to a freshly built index: embedded from their files, once each."""
+    from songspace import embed
+
+    have = set(built.tracks["sha1"]) - {""}
+    taken = set(built.tracks["track_id"])
+    rows, vectors, missing = [], [], []
+    for row in added.drop_duplicates("sha1").itertuples(index=False):
+        if row.sha1 and row.sha1 in have:
+            continue  # the song has since come into the library itself
+        if not Path(row.path).is_file():
+            missing.append(row.path)
+            continue
+        track_id, n = row.track_id, 1
+        while track_id in taken:
+            n += 1
+            track_id = f"{row.track_id}-{n}"
+        taken.add(track_id)
+        vectors.append(embed.embed_file(model, row.path, feature_params, device=device))
+        rows.append({**row._asdict(), "track_id": track_id})
+    if rows:
+        built.add(np.stack(vectors), pd.DataFrame(rows))
+    built.meta["added_missing"] = missing
 
 
 def _sha1_column(tracks: pd.DataFrame) -> list[str]:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import stat
 import sys
 import warnings
 from collections import Counter
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from songspace.audio import (  # noqa: F401 - BLOCK_FRAMES, BadAudio, Scan, scan: part of this API too
     AUDIO_EXTENSIONS, BLOCK_FRAMES, SILENCE_PEAK, BadAudio, Scan, quiet_stderr, scan)
 from songspace.config import Params
+from songspace.errors import UserError
 
 TRACK_COLUMNS = (
     "track_id", "path", "label", "group", "duration_s", "sample_rate", "channels", "sha1",
@@ -47,13 +49,16 @@ REASONS = {
     "too_short": "shorter than data.min_seconds",
     "unlabelled": "no label (at the library root / not in the labels CSV)",
     "duplicate": "byte-identical to a track kept under another path",
+    "not_a_file": "not a regular file (a named pipe, a device, a socket)",
+    "bad_name": "a file or folder name that is not valid UTF-8",
+    "symlink_loop": "a folder link that leads back to a folder above it",
 }
 # Label of files without one when human quartets are the ground truth (labels are optional).
 UNLABELLED = "unlabelled"
 HASH_CHUNK_BYTES = 1 << 20
 
 
-class LibraryError(ValueError):
+class LibraryError(UserError, ValueError):
     """The library as a whole cannot be used; the message says what to do."""
 
 
@@ -87,6 +92,9 @@ def check_file(path: str | Path, min_seconds: float, block_frames: int = BLOCK_F
     """Hash and fully decode one file; silent or shorter than `min_seconds` seconds is a skip."""
     path = Path(path)
     try:
+        mode = path.stat().st_mode  # the type first: hashing a named pipe would wait forever
+        if not stat.S_ISREG(mode):
+            return FileCheck(str(path), reason="not_a_file", detail=f"not a regular file ({_kind(mode)})")
         digest = sha1_of(path)
     except FileNotFoundError:
         return FileCheck(str(path), reason="missing", detail="no such file")
@@ -108,6 +116,27 @@ def check_file(path: str | Path, min_seconds: float, block_frames: int = BLOCK_F
                          detail=f"too short: {s.duration_s:.2f} s < data.min_seconds "
                                 f"({min_seconds:g} s)")
     return FileCheck(str(path), **facts)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def printable_path(path: str) -> str:
+    """A path that can be written as UTF-8: bytes that are not UTF-8 shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.walk gives undecodable bytes as lone surrogates
+        return False
 
 
 def _check_job(job: tuple[str, float]) -> FileCheck:
@@ -170,8 +199,11 @@ def is_audio_path(path: str | Path) -> bool:
 def walk_audio(root: str | Path) -> tuple[list[str], list[tuple[str, str, str]], Counter]:
     """Audio files under `root`, as sorted posix paths relative to it.
 
-    Returns (relative paths, unreadable folders as skipped rows, ignored-file counts). Hidden
-    files and folders (a leading dot: .DS_Store, ._song.mp3 from macOS) are ignored.
+    Returns (relative paths, skipped rows, ignored-file counts). Hidden files and folders (a
+    leading dot: .DS_Store, ._song.mp3 from macOS) are ignored. Linked folders are followed,
+    each real folder once: a link back to a folder above it is a 'symlink_loop', a second way
+    into a folder already walked a 'duplicate'. Unreadable folders ('unreadable') and names
+    that are not UTF-8 ('bad_name') are skipped rows too.
     """
     root = Path(root)
     if not root.exists():
@@ -188,13 +220,32 @@ def walk_audio(root: str | Path) -> tuple[list[str], list[tuple[str, str, str]],
     def on_error(err: OSError) -> None:
         bad_dirs.append((str(err.filename), "unreadable", f"folder cannot be read: {err.strerror}"))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+    walked = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
         hidden = [d for d in dirnames if d.startswith(".")]
         ignored["hidden"] += len(hidden)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            full = os.path.join(dirpath, d)
+            real = os.path.realpath(full)
+            if not _utf8(d):
+                bad_dirs.append((printable_path(full), "bad_name", "folder name is not valid UTF-8: rename it"))
+            elif real in walked:
+                above = os.path.realpath(dirpath) == real or \
+                    os.path.realpath(dirpath).startswith(real.rstrip(os.sep) + os.sep)
+                bad_dirs.append((full, "symlink_loop" if above else "duplicate",
+                                 f"links to {real}, " + ("a folder above it: not followed" if above
+                                                         else "already read under another path")))
+            else:
+                walked.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 ignored["hidden"] += 1
+            elif not _utf8(name):
+                bad_dirs.append((printable_path(os.path.join(dirpath, name)), "bad_name",
+                                 "file name is not valid UTF-8: rename it"))
             elif is_audio_path(name):
                 found.append(Path(dirpath, name).relative_to(root).as_posix())
             else:
@@ -215,7 +266,11 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                            encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LibraryError(f"{path}: not UTF-8 text (byte {err.start}); save the labels CSV as "
+                           "UTF-8") from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise LibraryError(f"{path}: cannot read the labels CSV ({err})") from None
     table.columns = [c.strip().lower() for c in table.columns]

@@ -183,23 +183,49 @@ class Library:
 
         Each file becomes a track (track_id from its file name, made unique; label as given, or
         'unlabelled'). Files whose bytes are already in the index (or repeated in `paths`) are
-        not added again. Every file is embedded before any is added, so an undecodable file
-        (audio.AudioError) leaves the index unchanged. With save, the index folder is rewritten.
-        Returns a table: track_id, path, label, added (bool), note.
+        not added again. Every file is checked and embedded before any is added, so a missing
+        or undecodable file, or a name that is not UTF-8 (audio.AudioError), leaves the index
+        unchanged. With save, the whole add runs under the index's lock on the index as it is
+        on disk then (two adds at once both land), the songs are listed in the added-songs list
+        (`index.added_list_path`, read again by `dvc repro index`) and the index folder is
+        replaced whole. Returns a table: track_id, path, label, added (bool), note.
         """
+        import contextlib
+
         import pandas as pd
 
         from songspace import audio, library
+        from songspace.index import SongIndex, added_list_path, append_added, index_lock
 
         paths = [Path(p) for p in paths]
         for p in paths:
+            try:
+                str(p).encode("utf-8")
+            except UnicodeEncodeError:
+                raise audio.AudioError(p, "the file name is not valid UTF-8; rename the file") from None
             if not p.is_file():
                 raise audio.AudioError(p, "no such file" if not p.exists() else "not a regular file")
+        digests = [library.sha1_of(p) for p in paths]
+        with index_lock(self.index_path) if save else contextlib.nullcontext():
+            if save:  # the index as another add may have left it
+                self.index = SongIndex._read(self.index_path)
+            report, new = self._plan_add(paths, digests, label)
+            if new:
+                emb = self.embed([r["path"] for r in new], progress=progress)
+                rows = pd.DataFrame(new)
+                self.index.add(emb, rows, progress=progress)
+                if save:
+                    append_added(added_list_path(self.index_path), rows)
+                    self.index._write(self.index_path)
+        return pd.DataFrame(report, columns=["track_id", "path", "label", "added", "note"])
+
+    def _plan_add(self, paths: list[Path], digests: list[str], label: str | None
+                  ) -> tuple[list[dict], list[dict]]:
+        """(report rows, new track rows) for files to add to the index as it is now."""
         known = dict(zip(self.index.tracks["sha1"], self.index.tracks["track_id"]))
         taken = set(self.index.tracks["track_id"])
         report, new = [], []
-        for p in paths:
-            digest = library.sha1_of(p)
+        for p, digest in zip(paths, digests):
             if digest in known:
                 report.append({"track_id": known[digest], "path": str(p), "label": "", "added": False,
                                "note": f"same bytes as track {known[digest]}: not added again"})
@@ -211,12 +237,7 @@ class Library:
                    "sha1": digest}
             new.append(row)
             report.append({**{k: row[k] for k in ("track_id", "path", "label")}, "added": True, "note": ""})
-        if new:
-            emb = self.embed([r["path"] for r in new], progress=progress)
-            self.index.add(emb, pd.DataFrame(new), progress=progress)
-            if save:
-                self.index.save(self.index_path)
-        return pd.DataFrame(report, columns=["track_id", "path", "label", "added", "note"])
+        return report, new
 
     # ------------------------------------------------------------ facts
 

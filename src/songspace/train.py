@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import augment, embed, evaluate, features, losses, models
+from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
 
 
@@ -223,6 +224,17 @@ def run_identity(params: Params, data: TrainData) -> str:
     return h.hexdigest()[:16]
 
 
+def will_resume(params: Params, data: TrainData, out_dir: str | Path) -> bool:
+    """Whether `fit` would continue the unfinished run in out_dir/last.pt (so its logs continue too)."""
+    last = Path(out_dir) / "last.pt"
+    if not last.exists():
+        return False
+    ckpt = read_checkpoint(last)
+    state, ckpt_ident = ckpt.get("state", {}), ckpt.get("ident")
+    finished = state.get("epoch", 0) >= params.train.epochs or state.get("stale", 0) >= params.train.patience
+    return ckpt_ident == run_identity(params, data) and not finished
+
+
 def _dist_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) under torchrun; (0, 0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -361,7 +373,7 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
     state = {"epoch": 0, "best": -math.inf, "stale": 0, "history": []}
     last = out / "last.pt"
     if last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(last, map_location=device)
         finished = ckpt.get("state", {}).get("epoch", 0) >= tp.epochs or \
             ckpt.get("state", {}).get("stale", 0) >= tp.patience
         if ckpt.get("ident") == ident and finished:

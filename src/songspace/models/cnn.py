@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from songspace.config import ModelParams
+from songspace.errors import UserError
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model's hyper-parameters cannot build a network for the given input."""
 
 

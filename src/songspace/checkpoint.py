@@ -1,0 +1,54 @@
+"""Reading checkpoint files safely.
+
+Checkpoints are read with `torch.load(..., weights_only=True)`: only tensors, numbers,
+strings and containers are unpickled, so a crafted `.pt` file cannot run code. Anything that
+is not a checkpoint this project wrote (an unsafe pickle, an empty, truncated or foreign file)
+is one `CheckpointError` naming the file.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from songspace.errors import UserError
+
+# Keys every checkpoint written by train.fit holds.
+REQUIRED_KEYS = ("model_name", "model_params", "feature_params", "model")
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is missing, unsafe, damaged or not a songspace checkpoint."""
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict saved in a songspace checkpoint, read with weights_only=True.
+
+    Raises CheckpointError: no such file; a pickle that needs more than weights (refused,
+    never run); an empty or truncated file; or a file that holds something else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model checkpoint (run `dvc repro train`)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a model checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        first = text.strip().splitlines()[0] if text.strip() else "unreadable"
+        if "unsupported global" in text.lower() or "GLOBAL" in text:  # an object, not data
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects other than weights (an unsafe "
+                "pickle that could run code); only checkpoints written by songspace are read"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt or truncated model checkpoint (not a pickle of "
+                              "weights)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated model checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"{path}: not a songspace checkpoint (expected a dict with {', '.join(REQUIRED_KEYS)})")
+    return ckpt
