@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export ATEN_CPU_CAPABILITY ?= avx2
 export ONEDNN_MAX_CPU_ISA ?= AVX2
 export MKL_CBWR ?= AVX2,STRICT
-PIP_TOOLS := pip-tools==7.6.2
+UV := uv==0.13.9
 
 .PHONY: setup run check test test-fast bench thesis lock clean
 
@@ -32,12 +32,15 @@ $(STAMP): $(REQS) pyproject.toml
 
 setup: $(STAMP)
 
-# Resolve requirements.txt again (after adding or bumping a dependency) into requirements.lock.
+# Resolve requirements.txt into requirements.lock with uv (hashes come from the index, nothing
+# is downloaded). Pins already in requirements.lock are kept unless requirements.txt excludes them;
+# `make lock LOCK_FLAGS=--upgrade` re-resolves everything, `LOCK_FLAGS="--upgrade-package NAME"` one.
+LOCK_FLAGS ?=
 lock:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(PIP_TOOLS)
-	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links \
-	  --no-emit-index-url --output-file requirements.lock requirements.txt
+	$(PY) -m pip install -q $(UV)
+	$(VENV)/bin/uv pip compile -q --python $(PY) --generate-hashes --custom-compile-command "make lock" \
+	  $(LOCK_FLAGS) --output-file requirements.lock requirements.txt
 
 check: setup
 	$(PY) -m songspace check
