@@ -12,7 +12,7 @@ Run from the project root. A stage-times file has lines `stage seconds`, e.g. fr
 
 | item | ours | alt | goal |
 |---|---|---|---|
-| extraction, 1 core | `features.track_spectrogram`, whole track (`db`) | `librosa.load` + `melspectrogram` + `power_to_db` | clips >= 300x real time; songs >= 1.5x librosa |
+| extraction, 1 core | `features.track_spectrogram`, whole track (`db`) | `librosa.load` + `melspectrogram` + `power_to_db` | clips >= 300x real time; songs >= 1x librosa |
 | extraction, 2 cores | `features.extract_library(workers=2)` | librosa in a 2-process pool | >= 1.8x our one-core rate |
 | grid | vectorised `evaluate.cell_scores` + bootstrap | a per-quartet scipy loop | >= 50x |
 | training | each model's step | model3's step (the default) | none |
