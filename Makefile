@@ -56,8 +56,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	# metrics/stage_times.txt: per-stage wall times of a default `dvc repro` (see README)
-	$(PY) stages/bench.py --out metrics/bench.json --markdown metrics/bench.md --stage-times metrics/stage_times.txt
+	# benchmarks/ (beside the package); metrics/stage_times.txt: per-stage wall times of a
+	# default `dvc repro` (see README)
+	$(PY) -m benchmarks.bench --out metrics/bench.json --markdown metrics/bench.md --stage-times metrics/stage_times.txt
 
 # The thesis's comparison as DVC experiments: every model with triplet loss, the ResNets with
 # contrastive loss, on a small budget (THESIS_BUDGET), then the table.

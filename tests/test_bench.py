@@ -1,4 +1,4 @@
-"""Benchmarks at tiny sizes: the JSON structure, the sides' consistency and the helpers.
+"""Benchmarks (`benchmarks/`) at tiny sizes: the JSON structure, the sides' consistency and the helpers.
 
 These are structure tests, not timing assertions: the machines are shared and slow.
 """
@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from songspace import audio, bench, config, features
+from benchmarks import bench, extraction, grid, harness, queries, training
+from songspace import audio, config, features
 from songspace.config import FeatureParams, ModelParams
 from tests.tiny import TINY_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-# 1 s segments, 2 per track: a 6 s file decodes its sections, a 1.5 s one the whole file.
-SMALL = FeatureParams(n_mels=16, n_fft=256, hop_length=128, segment_seconds=1.0, segments_per_track=2)
+SMALL = FeatureParams(n_mels=16, n_fft=256, hop_length=128, segment_seconds=1.0)
 TINY_MODELS = {
     "model3": ModelParams(arch="cnn", channels=(4, 8), fc=(16, 8), embedding_dim=8, batch_size=6),
     "model1": ModelParams(arch="cnn", channels=(4,), fc=(16, 8), embedding_dim=8, batch_size=6),
@@ -44,24 +44,24 @@ def check_item(it: dict) -> None:
 
 def test_paired_runs_round_robin_and_item_ratio():
     calls = []
-    runs = bench.paired_runs({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    runs = harness.paired_runs({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4 and len(runs["a"]) == len(runs["b"]) == 3
-    it = bench.item("x", "g", "t", bench.side("ours", [1.0, 3.0, 2.0], 10.0, "x"), bench.side("alt", [4.0, 6.0]))
+    it = harness.item("x", "g", "t", harness.side("ours", [1.0, 3.0, 2.0], 10.0, "x"), harness.side("alt", [4.0, 6.0]))
     assert it["ours"]["median_s"] == 2.0 and it["alt"]["median_s"] == 5.0 and it["ratio"] == 2.5
     assert it["ours"]["rate"] == 5.0 and it["goal_met"] is None
 
 
 def test_machine_info():
-    m = bench.machine_info()
+    m = harness.machine_info()
     assert m["cores"] >= 1 and m["usable_cores"] >= 1 and m["cpu_model"]
     assert (m["gpu"] is None) == (not torch.cuda.is_available())
     assert {"torch", "numpy", "faiss", "librosa"} <= set(m["versions"]) and m["versions"]["faiss"]
-    assert bench.busy_warning({"usable_cores": 2, "load_average": [0.1, 0, 0], "load_average_end": [0.2, 0, 0]}) == []
-    assert "load average up to 1.5" in bench.busy_warning({"usable_cores": 2, "load_average": [1.5, 1, 1]})[0]
+    assert harness.busy_warning({"usable_cores": 2, "load_average": [0.1, 0, 0], "load_average_end": [0.2, 0, 0]}) == []
+    assert "load average up to 1.5" in harness.busy_warning({"usable_cores": 2, "load_average": [1.5, 1, 1]})[0]
 
 
 def test_test_audio_is_stereo_music_in_every_format(tmp_path):
-    files = bench.write_test_audio(tmp_path, 1, 2.0, 1, 3.0, ("wav", "ogg", "mp3"), rate=22050, progress=False)
+    files = extraction.write_test_audio(tmp_path, 1, 2.0, 1, 3.0, ("wav", "ogg", "mp3"), rate=22050, progress=False)
     assert len(files) == 6 and set(files["format"]) == {"wav", "ogg", "mp3"}
     assert list(files["kind"]).count("song") == 3
     for row in files.itertuples():
@@ -71,36 +71,38 @@ def test_test_audio_is_stereo_music_in_every_format(tmp_path):
         wave = audio.load(row.path, 16000)
         assert not audio.is_silent(wave) and np.abs(wave).max() <= 1.0
     # harmonic content, not noise: the spectrum is peaky
-    spec = np.abs(np.fft.rfft(bench.synth_music(2.0, 16000, np.random.default_rng(0), channels=1)[:, 0]))
+    spec = np.abs(np.fft.rfft(extraction.synth_music(2.0, 16000, np.random.default_rng(0), channels=1)[:, 0]))
     assert spec.max() > 20 * np.median(spec)
 
 
-def test_alternatives_compute_the_same_segments(tmp_path):
-    files = bench.write_test_audio(tmp_path, 1, 1.5, 1, 6.0, ("wav",), progress=False)
-    for path in files["path"]:
-        ours, _ = features.track_segments(path, SMALL)
-        whole = bench.whole_file_segments(path, SMALL)
-        lib = bench.librosa_segments(path, SMALL)
-        assert ours.shape == whole.shape == lib.shape == (2, SMALL.n_mels, SMALL.frames)
-        # sections decoded one by one vs the whole file: only resampling edges differ
-        assert np.median(np.abs(ours - whole)) < 0.01
-        # librosa with torchaudio's mel scale: the same spectrogram but for edge padding
+def test_librosa_computes_the_same_logmel(tmp_path):
+    files = extraction.write_test_audio(tmp_path, 1, 1.5, 1, 6.0, ("wav", "mp3"), progress=False)
+    fe = features.frontend("db", SMALL)
+    for path, duration in zip(files["path"], files["duration_s"]):
+        ours = features.track_spectrogram(path, fe, SMALL)
+        lib = extraction.librosa_logmel(path, SMALL)
+        # the whole track either way: 1 + samples // hop frames
+        assert ours.shape == lib.shape == (SMALL.n_mels, 1 + round(duration * SMALL.sample_rate) // SMALL.hop_length)
+        # librosa with torchaudio's mel scale: the same spectrogram but for the resamplers
         assert np.corrcoef(ours.ravel(), lib.ravel())[0, 1] > 0.99
+        assert np.median(np.abs(ours - lib)) < 0.1  # dB
 
 
 def test_bench_extraction_items(tmp_path):
-    files = bench.write_test_audio(tmp_path, 2, 1.5, 1, 6.0, ("wav",), progress=False)
-    items = bench.bench_extraction(files, SMALL, repeats=1, workers=2, parallel_files=8, warmup=0, progress=False)
+    files = extraction.write_test_audio(tmp_path, 2, 1.5, 1, 6.0, ("wav",), progress=False)
+    items = extraction.bench_extraction(files, SMALL, repeats=1, workers=2, parallel_files=8, warmup=0,
+                                        progress=False)
     assert [it["item"] for it in items] == [
-        "extract.1core.clip.wav", "extract.sections.clip.wav", "extract.2cores.clip.wav",
-        "extract.1core.song.wav", "extract.sections.song.wav", "extract.2cores.song.wav"]
+        "extract.1core.clip.wav", "extract.2cores.clip.wav", "extract.1core.song.wav", "extract.2cores.song.wav"]
     for it in items:
         check_item(it)
         assert it["ours"]["rate_unit"] == "x real time"
     one = {it["item"]: it for it in items}
     assert one["extract.1core.clip.wav"]["goal"].startswith(">= 300x real time")
     assert one["extract.1core.clip.wav"]["goal_value"] == one["extract.1core.clip.wav"]["ours"]["rate"]
-    assert one["extract.1core.song.wav"]["goal_value"] == one["extract.1core.song.wav"]["ratio"]
+    song = one["extract.1core.song.wav"]
+    assert song["goal"] == f">= {extraction.SONG_SPEEDUP_GOAL:g}x librosa" and song["goal_value"] == song["ratio"]
+    assert song["ours"]["rate"] == pytest.approx(song["extra"]["audio_s"] / song["ours"]["median_s"])
     par = one["extract.2cores.clip.wav"]
     assert par["extra"]["files"] == 8 and par["extra"]["distinct_files"] == 2
     assert par["extra"]["scaling_vs_one_core"] == pytest.approx(
@@ -108,14 +110,16 @@ def test_bench_extraction_items(tmp_path):
 
 
 def test_bench_grid_item():
-    (it,) = bench.bench_grid(n_quartets=200, bootstrap=20, repeats=2, n_tracks=30, dim=6, loop_quartets=20)
+    (it,) = grid.bench_grid(n_quartets=200, bootstrap=20, repeats=2, n_tracks=30, dim=6, loop_quartets=20)
     check_item(it)
     assert len(it["ours"]["runs_s"]) == 2 and it["extra"]["agree"]
-    assert it["goal_value"] == it["ratio"] and it["goal_met"] == (it["ratio"] >= bench.GRID_SPEEDUP_GOAL)
+    assert it["goal_value"] == it["ratio"] and it["goal_met"] == (it["ratio"] >= grid.GRID_SPEEDUP_GOAL)
+    out = grid.time_grid(n_quartets=200, n_tracks=30, dim=6, bootstrap=20, loop_quartets=20, repeats=1)
+    assert out["agree"] and out["cells"] == 27 and out["vectorised_s"] > 0 and out["loop_s"] > 0
 
 
 def test_bench_training_items_against_the_reference():
-    items = bench.bench_training(TINY_MODELS, 16, 20, names=["model1"], batch=6, steps=1, repeats=2,
+    items = training.bench_training(TINY_MODELS, 16, 20, names=["model1"], batch=6, steps=1, repeats=2,
                                  threads=1, cuda=False, progress=False)
     assert [it["item"] for it in items] == ["train.cpu.model3", "train.cpu.model1"]  # reference added
     for it in items:
@@ -125,18 +129,18 @@ def test_bench_training_items_against_the_reference():
         assert it["alt"]["runs_s"] == items[0]["ours"]["runs_s"]  # model3's own runs
     assert items[0]["ratio"] == 1.0
     with pytest.raises(ValueError, match="unknown model"):
-        bench.bench_training(TINY_MODELS, 16, 20, names=["nope"], cuda=False, progress=False)
+        training.bench_training(TINY_MODELS, 16, 20, names=["nope"], cuda=False, progress=False)
 
 
 def test_contrastive_step_times():
-    runs = bench.train_step_times(TINY_MODELS["model1"], 16, 20, batch=4, steps=1, repeats=2, loss="contrastive")
+    runs = training.train_step_times(TINY_MODELS["model1"], 16, 20, batch=4, steps=1, repeats=2, loss="contrastive")
     assert len(runs) == 2 and min(runs) > 0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bench_training_cuda_with_and_without_amp():
-    items = bench.bench_training(TINY_MODELS, 16, 20, batch=6, steps=1, repeats=1, progress=False)
+    items = training.bench_training(TINY_MODELS, 16, 20, batch=6, steps=1, repeats=1, progress=False)
     keys = {it["item"] for it in items}
     assert {"train.cuda.model1", "train.cuda_amp.model1", "train.cuda_amp.model3"} <= keys
     for it in items:
@@ -144,7 +148,7 @@ def test_bench_training_cuda_with_and_without_amp():
 
 
 def test_bench_musicnn_item():
-    (it,) = bench.bench_musicnn(seconds=3.0, repeats=1)
+    (it,) = extraction.bench_musicnn(seconds=3.0, repeats=1)
     assert it["item"] == "embed.1core.musicnn" and it["group"] == "musicnn"
     assert it["ours"]["rate_unit"] == "x real time"
     assert it["ours"]["rate"] == pytest.approx(3.0 / it["ours"]["median_s"])
@@ -153,7 +157,7 @@ def test_bench_musicnn_item():
 
 def test_bench_queries_items():
     base = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
-    items = bench.bench_queries(base, "test vectors", n_synthetic=2000, n_queries=10, brute_timed=5,
+    items = queries.bench_queries(base, "test vectors", n_synthetic=2000, n_queries=10, brute_timed=5,
                                 threads=1, progress=False)
     assert [it["item"] for it in items] == ["queries.library.exact", "queries.library.hnsw",
                                             "queries.synthetic.exact", "queries.synthetic.hnsw"]
@@ -163,16 +167,47 @@ def test_bench_queries_items():
     assert items[2]["extra"]["n"] == 2000
 
 
+def test_gaussian_mixture_follows_the_base_cloud():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((50, 8)) * np.array([5, 1, 1, 1, 0.1, 0.1, 0.1, 0.1])
+    synth = queries.gaussian_mixture(base, 20_000, np.random.default_rng(1), spread=0.25)
+    assert synth.shape == (20_000, 8) and synth.dtype == np.float32
+    # each point lies near some base row, and the spread follows the base's own shape
+    nearest = np.sqrt(((synth[:500, None, :] - base[None]) ** 2).sum(-1)).min(axis=1)
+    assert np.median(nearest) < 0.5 * np.median(np.sqrt(((base[:, None] - base[None]) ** 2).sum(-1)))
+    assert synth[:, 0].std() > 10 * synth[:, 4].std()
+
+
+def test_time_queries_small():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((5, 16)) * 2  # a few clusters, so that neighbours mean something
+    emb = (centres[rng.integers(5, size=200)] + rng.standard_normal((200, 16))).astype(np.float32)
+    out = queries.time_queries(emb, n_synthetic=3000, n_queries=10, progress=False)
+    for where in ("library", "synthetic"):
+        r = out[where]
+        assert r["faiss_hnsw"]["recall_at_10"] >= 0.9 and r["numpy"]["recall_at_10"] == 1.0
+        assert r["faiss_exact"]["median_ms"] > 0 and r["faiss_hnsw"]["build_s"] >= 0
+    assert out["synthetic"]["n"] == 3000
+    # numpy's brute force against a plain loop
+    q = emb[:3] + 0.1
+    d2, ids = queries.numpy_knn(emb, (emb * emb).sum(axis=1), q, 5)
+    for row in range(3):
+        loop = sorted(range(len(emb)), key=lambda j: float(((emb[j] - q[row]) ** 2).sum()))[:5]
+        assert list(ids[row]) == loop
+
+
 def test_base_embeddings_fallbacks(tmp_path):
-    emb, source = bench.base_embeddings(tmp_path / "index", tmp_path / "features", tmp_path / "best.pt")
+    emb, source = queries.base_embeddings(tmp_path / "index", tmp_path / "features", tmp_path / "best.pt")
     assert emb.shape == (240, 128) and "Gaussian" in source
     params = config.from_dict(TINY_PARAMS)
     fp = params.features
-    segs = np.random.default_rng(0).standard_normal((6, fp.n_mels, fp.frames)).astype(np.float32)
-    index = pd.DataFrame({"row": range(6), "track_id": ["a", "a", "b", "b", "c", "c"], "segment": [0, 1] * 3,
-                          "offset_s": 0.0})
-    features.save(tmp_path / "features", "segments", segs, index, fp)
-    emb, source = bench.base_embeddings(tmp_path / "index", tmp_path / "features", tmp_path / "best.pt", params)
+    fe = features.frontend("db", fp)
+    # three whole-track log-mels of 2, 1 and 3 segments' length
+    frames = [2 * fe.segment_frames, fe.segment_frames, 3 * fe.segment_frames]
+    array = np.random.default_rng(0).standard_normal((sum(frames), fp.n_mels)).astype(features.STORE_DTYPE)
+    table = pd.DataFrame({"track_id": ["a", "b", "c"], "start": np.cumsum([0, *frames[:-1]]), "frames": frames})
+    features.save(tmp_path / "features", features.Spectra(array, table, fe, fp))
+    emb, source = queries.base_embeddings(tmp_path / "index", tmp_path / "features", tmp_path / "best.pt", params)
     assert emb.shape == (3, 128) and "untrained model1" in source
 
 
@@ -181,19 +216,19 @@ def test_read_stage_times(tmp_path):
     f = tmp_path / "times.txt"
     f.write_text("# dvc repro -s -f, timed\ncorpus 10.5\ningest 0:04.50\n"
                  "Command exited with non-zero status 1\ncorpus 12.5\nextra 1\n\ntotal 40\n")
-    out = bench.read_stage_times(f, tmp_path / "dvc.yaml")
+    out = harness.read_stage_times(f, tmp_path / "dvc.yaml")
     stages = {s["stage"]: s for s in out["stages"]}
     assert stages["corpus"]["median_s"] == 11.5 and stages["corpus"]["runs_s"] == [10.5, 12.5]
     assert stages["ingest"]["median_s"] == 4.5
     assert out["stages_sum_s"] == 17.0 and out["total_s"] == 40 and out["outside_stages_s"] == 23.0
     assert sum(s["share"] for s in out["stages"]) == pytest.approx(1.0)
     assert out["missing"] == ["train"] and out["unknown"] == ["extra"] and out["skipped_lines"] == [4]
-    assert bench._seconds("1:00:02") == 3602.0
+    assert harness._seconds("1:00:02") == 3602.0
     (tmp_path / "empty.txt").write_text("nothing here\n")
     with pytest.raises(ValueError, match="empty.txt"):
-        bench.read_stage_times(tmp_path / "empty.txt")
+        harness.read_stage_times(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        bench.read_stage_times(tmp_path / "nope.txt")
+        harness.read_stage_times(tmp_path / "nope.txt")
 
 
 def test_run_save_and_print(tmp_path):
@@ -202,7 +237,7 @@ def test_run_save_and_print(tmp_path):
     sizes = bench.Sizes(n_quartets=200, bootstrap=20, loop_quartets=20)
     params = config.load(ROOT / "params.yaml")
     result = bench.run(["grid", "pipeline"], sizes, params, repeats=1, stage_times=f, root=ROOT, progress=False)
-    path = bench.save(result, tmp_path / "out" / "bench.json")
+    path = harness.save(result, tmp_path / "out" / "bench.json")
     back = json.loads(path.read_text())
     assert set(back) == {"machine", "settings", "items", "pipeline", "ratios"}
     assert set(back["ratios"]) == {it["item"] for it in back["items"]}
@@ -210,24 +245,24 @@ def test_run_save_and_print(tmp_path):
         assert back["ratios"][it["item"]]["ratio"] == it["ratio"]
     assert back["machine"]["cpu_model"] and back["settings"]["repeats"] == 1
     assert [it["item"] for it in back["items"]] == ["grid"] and back["pipeline"]["stages_sum_s"] == 12
-    table = bench.format_table(back)
+    table = harness.format_table(back)
     assert "grid" in table and "ratio" in table and "train" in table
     assert ("GOALS MISSED" in table) == (back["items"][0]["goal_met"] is False)
-    md = bench.markdown_table(back)
+    md = harness.markdown_table(back)
     assert md.startswith("| benchmark |") and "| train | 9.0 s | 75% |" in md
     with pytest.raises(ValueError, match="unknown benchmark"):
         bench.run(["nope"], sizes, params)
 
 
-def test_stage_script_pipeline_only(tmp_path):
+def test_cli_pipeline_only(tmp_path):
     f = tmp_path / "times.txt"
     f.write_text("features 2.5\n")
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "stages/bench.py", "--out", str(out), "--only", "pipeline",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--out", str(out), "--only", "pipeline",
                            "--stage-times", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["pipeline"]["stages"][0]["stage"] == "features"
     assert "| features | 2.5 s |" in done.stdout
-    bad = subprocess.run([sys.executable, "stages/bench.py", "--out", str(out), "--only", "pipeline"],
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--out", str(out), "--only", "pipeline"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--stage-times" in bad.stderr

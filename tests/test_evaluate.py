@@ -394,9 +394,3 @@ def test_evaluate_and_plot_writes_metrics_and_plots(clustered, tmp_path):
     assert lines[0] == "distance,scaler,cell,accuracy,ci_low,ci_high,tie_rate" and len(lines) == 28
     base = (tmp_path / "plots" / "baselines.csv").read_text().splitlines()
     assert base[0].startswith("embedding,") and len(base) == 4  # model, random_weights, chance
-
-
-def test_bench_grid_runs_small_and_agrees_with_the_loop():
-    out = evaluate.bench_grid(n_quartets=200, n_tracks=30, dim=6, bootstrap=20, loop_quartets=20, repeats=1)
-    assert out["agree"]
-    assert out["vectorised_s"] > 0 and out["loop_s"] > 0 and out["cells"] == 27

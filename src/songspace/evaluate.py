@@ -20,13 +20,12 @@ Layers, from the inside out:
 * `handcrafted_features`, `handcrafted_baselines`, `retrieval`, `confusion_counts`;
 * `run` -> the content of metrics/eval.json; `evaluate_and_plot` writes it and the plots;
 * `odd_one_out_accuracy` - the quick single-number check used during training;
-* `bench_grid` - the vectorised grid against a per-quartet scipy loop.
+* `random_quartets` - random quartets of distinct tracks (tests and benchmarks).
 """
 from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -779,7 +778,7 @@ def odd_one_out_accuracy(emb, quartets, odd, distance: str = "cosine") -> float:
     return float(tie_scores(quartet_pair_distances(x, quartets, distance, ctx), odd)[0].mean())
 
 
-# ---------------------------------------------------------------- benchmark
+# ---------------------------------------------------------------- random quartets
 
 
 def random_quartets(n_tracks: int, n_quartets: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -795,113 +794,3 @@ def random_quartets(n_tracks: int, n_quartets: int, rng: np.random.Generator) ->
             break
         quartets[bad] = rng.integers(0, n_tracks, size=(int(bad.sum()), 3))
     return quartets.astype(np.int64), rng.integers(0, 3, size=n_quartets)
-
-
-def _loop_scores(train, test, quartets, odd, minkowski_p) -> np.ndarray:
-    """Per-quartet scores of every cell by a plain loop over scipy distances (reference)."""
-    from scipy.spatial import distance as sd
-
-    def kulsinski_loop(u, v):
-        ctt = ctf = cft = 0
-        for a, b in zip(u, v):
-            ctt += a and b
-            ctf += a and not b
-            cft += b and not a
-        return (ctf + cft - ctt + len(u)) / (ctf + cft + len(u))
-
-    out = np.empty((len(quartets), len(CELLS)))
-    for c, (d, s) in enumerate(CELLS):
-        tr, te = scalers.fit_apply(s, train, test)
-        ctx = distances.fit_context(d, tr, minkowski_p)
-        if d in ("hamming", "kulsinski"):
-            te = te > ctx["thresholds"]
-        if d == "minkowski":
-            fn = lambda u, v: sd.minkowski(u, v, p=ctx["p"])  # noqa: E731
-        elif d == "seuclidean":
-            fn = lambda u, v: sd.seuclidean(u, v, ctx["variances"])  # noqa: E731
-        elif d == "kulsinski":
-            fn = kulsinski_loop
-        else:
-            fn = getattr(sd, d)
-        for i, (quartet, o) in enumerate(zip(quartets, odd)):
-            dist = [fn(te[quartet[x]], te[quartet[y]]) for x, y in PAIRS]
-            dmin = min(dist)
-            tied = [di - dmin <= TIE_ATOL + TIE_RTOL * abs(dmin) for di in dist]
-            out[i, c] = tied[o] / sum(tied)
-    return out
-
-
-def bench_grid(
-    n_quartets: int = 10_000,
-    n_tracks: int = 500,
-    dim: int = 128,
-    seed: int = 0,
-    bootstrap: int = 1000,
-    loop_quartets: int = 300,
-    repeats: int = 3,
-) -> dict:
-    """Time the vectorised grid (27 cells + bootstrap) against a per-quartet scipy loop.
-
-    Random Gaussian embeddings (n_tracks, dim) for training and test, n_quartets random
-    quartets. The vectorised side is `cell_scores` + `bootstrap_means` + the CI rows. The
-    loop side scores `loop_quartets` quartets with scipy.spatial.distance, one quartet and
-    one pair at a time (extrapolated linearly to n_quartets), and bootstraps with one
-    fancy-indexed mean per resample (timed on 3 cells, extrapolated to 27). Each timing is
-    the best of `repeats` runs (the machines are shared, the minimum is the least noisy),
-    as wall time and as this process's CPU time (less sensitive to other load). Also
-    checks that both give the same scores on the loop's quartets. Seconds.
-    """
-    rng = np.random.default_rng(seed)
-    train = rng.standard_normal((n_tracks, dim))
-    test = rng.standard_normal((n_tracks, dim))
-    quartets, odd = random_quartets(n_tracks, n_quartets, rng)
-    m = min(loop_quartets, n_quartets)
-    n_boot_cells = 3
-
-    def best(fn):
-        """(min wall seconds, min CPU seconds of this process, result) over `repeats` runs."""
-        wall, cpu, out = [], [], None
-        for _ in range(repeats):
-            w0, c0 = time.perf_counter(), time.process_time()
-            out = fn()
-            wall.append(time.perf_counter() - w0)
-            cpu.append(time.process_time() - c0)
-        return min(wall), min(cpu), out
-
-    scores_w, scores_c, (scores, ties) = best(lambda: cell_scores(train, test, quartets, odd))
-    boot_w, boot_c, _ = best(
-        lambda: _grid_rows(scores, ties, bootstrap_means(scores, bootstrap, seed), 0.95)
-    )
-    loop_w, loop_c, loop = best(
-        lambda: _loop_scores(train, test, quartets[:m], odd[:m], distances.DEFAULT_MINKOWSKI_P)
-    )
-
-    def loop_bootstrap():
-        boot_rng = np.random.default_rng(seed)
-        for c in range(n_boot_cells):
-            for _ in range(bootstrap):
-                scores[boot_rng.integers(0, n_quartets, n_quartets), c].mean()
-
-    lboot_w, lboot_c, _ = best(loop_bootstrap)
-    scale_q, scale_c = n_quartets / m, len(CELLS) / n_boot_cells
-    loop_s = loop_w * scale_q + lboot_w * scale_c
-    loop_cpu_s = loop_c * scale_q + lboot_c * scale_c
-    return {
-        "n_quartets": n_quartets,
-        "n_tracks": n_tracks,
-        "dim": dim,
-        "cells": len(CELLS),
-        "bootstrap": bootstrap,
-        "vectorised_scores_s": scores_w,
-        "vectorised_bootstrap_s": boot_w,
-        "vectorised_s": scores_w + boot_w,
-        "loop_quartets_timed": m,
-        "loop_scores_s": loop_w * scale_q,
-        "loop_bootstrap_s": lboot_w * scale_c,
-        "loop_s": loop_s,
-        "speedup": loop_s / (scores_w + boot_w),
-        "vectorised_cpu_s": scores_c + boot_c,
-        "loop_cpu_s": loop_cpu_s,
-        "speedup_cpu": loop_cpu_s / max(scores_c + boot_c, 1e-9),
-        "agree": bool(np.allclose(loop, scores[:m], rtol=0, atol=1e-12)),
-    }
