@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import write_tone
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "corpus": {"classes": ["bach", "reel", "jig"], "pieces_per_class": 6, "bars": 4, "max_seconds": 8.0},
     "split": {"test_fraction": 0.4, "val_fraction": 0.25},
     "groundtruth": {"test_quartets": 40, "val_quartets": 20, "train_triplets": 60},
-    "features": {"segment_seconds": 1.0, "segments_per_track": 2, "n_mels": 32},
-    "augment": {"views": 1},
-    "train": {"epochs": 2, "batch_size": 16},
+    "features": {"segment_seconds": 1.0, "segment_hop_seconds": 1.0, "max_segments": 3, "n_mels": 32},
+    "augment": {"views": 1, "segments": 2},
+    "train": {"epochs": 2, "labels_per_batch": 3, "tracks_per_label": 3, "steps_per_epoch": 4},
     "evaluate": {"bootstrap": 100},
 }
 
@@ -41,8 +43,9 @@ def test_dvc_repro_on_tiny_params(tmp_path):
                              capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
         src = ROOT / name
-        if src.is_file() and not name.startswith(("data/", "metrics/", "plots/", "dvclive/")) \
-                and name != "dvc.lock":
+        outputs = name.startswith(("data/", "metrics/", "plots/", "dvclive/")) and \
+            not name.startswith("data/added/")  # the list of added songs is an input
+        if src.is_file() and not outputs and name != "dvc.lock":
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -75,3 +78,14 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     # a parameter change reruns what depends on it and `dvc metrics diff` sees the change
     shown = _run([str(venv_bin / "dvc"), "exp", "run", "-S", "train.epochs=1"], repo, env)
     assert "Running stage 'train'" in shown and "Running stage 'corpus'" not in shown
+
+    # a song added with `songspace add` survives the next `dvc repro` (the index stage takes it in)
+    extra = write_tone(tmp_path / "outside" / "new song.wav", freqs=(330.0, 495.0), seconds=6.0)
+    songspace = [str(venv_bin / "python"), "-m", "songspace"]
+    _run([*songspace, "add", str(extra), "--label", "added"], repo, env)
+    assert "Running stage 'index'" in _run([str(venv_bin / "dvc"), "repro"], repo, env)
+    indexed = (repo / "data" / "index" / "tracks.csv").read_text()
+    assert f"{extra},added," in indexed
+    # its neighbours are answered from the index, the song itself left out
+    info = json.loads(_run([*songspace, "similar", str(extra), "-k", "3", "--json"], repo, env))
+    assert len(info["neighbours"]) == 3 and all(n["path"] != str(extra) for n in info["neighbours"])
