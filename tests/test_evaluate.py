@@ -372,6 +372,12 @@ def test_run_produces_flat_headline_grid_baselines_and_retrieval(clustered):
     assert head["margin_over_baseline"] == pytest.approx(head["accuracy"] - best_base["accuracy"])
     assert head["margin_ci_low"] <= head["margin_over_baseline"] <= head["margin_ci_high"]
     assert head["margin_significant"]
+    # a paired margin over every baseline, the best one's equal to the headline's
+    assert set(res["margins"]) == set(res["baselines"])
+    for name, m in res["margins"].items():
+        assert m["margin"] == pytest.approx(head["accuracy"] - res["baselines"][name]["accuracy"])
+        assert m["ci_low"] <= m["margin"] <= m["ci_high"] and m["significant"] == (m["ci_low"] > 0)
+    assert res["margins"][head["best_baseline"]]["ci_low"] == head["margin_ci_low"]
     assert len(res["baseline_grids"]["random_weights"]) == 27
     assert res["retrieval"]["distance"] == head["best_distance"]
     assert res["retrieval"]["precision_at_1"] > 0.8

@@ -633,20 +633,25 @@ def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, pa
         "distance": None, "scaler": None, "accuracy": CHANCE, "ci_low": CHANCE,
         "ci_high": CHANCE, "tie_rate": 0.0,
     }
+    def margin_over(name: str) -> dict:
+        """The model's best cell minus baseline `name`'s best cell, with its paired interval."""
+        if name == "chance":
+            other = all_scores.shape[1] - 1
+        else:
+            other = col[name].start + CELLS.index((summaries[name]["distance"], summaries[name]["scaler"]))
+        lo, hi = percentile_ci(means[:, col["model"].start + best_col] - means[:, other], params.confidence)
+        return {"margin": head["accuracy"] - summaries[name]["accuracy"], "ci_low": float(lo),
+                "ci_high": float(hi), "significant": bool(lo > 0)}
+
+    margins = {n: margin_over(n) for n in summaries}
     base = max(summaries, key=lambda n: summaries[n]["accuracy"])
-    if base == "chance":
-        base_col = all_scores.shape[1] - 1
-    else:
-        base_col = col[base].start + CELLS.index((summaries[base]["distance"], summaries[base]["scaler"]))
-    margin = means[:, col["model"].start + best_col] - means[:, base_col]
-    mlo, mhi = percentile_ci(margin, params.confidence)
     head.update(
         best_baseline=base,
         best_baseline_accuracy=summaries[base]["accuracy"],
-        margin_over_baseline=head["accuracy"] - summaries[base]["accuracy"],
-        margin_ci_low=float(mlo),
-        margin_ci_high=float(mhi),
-        margin_significant=bool(mlo > 0),
+        margin_over_baseline=margins[base]["margin"],
+        margin_ci_low=margins[base]["ci_low"],
+        margin_ci_high=margins[base]["ci_high"],
+        margin_significant=margins[base]["significant"],
         n_quartets=int(len(odd)),
         bootstrap=int(params.bootstrap),
         confidence=float(params.confidence),
@@ -656,6 +661,7 @@ def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, pa
         "headline": head,
         "grid": grids["model"],
         "baselines": summaries,
+        "margins": margins,  # the model's best cell over each baseline's best cell, paired
         "baseline_grids": {n: grids[n] for n in names[1:]},
         "retrieval": retr,
         "n_quartets": int(len(odd)),
