@@ -259,7 +259,7 @@ def loop_retrieval(dist, labels):
 @pytest.mark.parametrize("distance,scaler", [("cityblock", "StandardScaler"), ("hamming", "MinMaxScaler"),
                                              ("kulsinski", "Normalizer")])
 def test_retrieval_matches_the_metric_definitions(distance, scaler, monkeypatch):
-    monkeypatch.setattr(evaluate, "_KNN_BLOCK", 5)  # several query blocks
+    monkeypatch.setattr(evaluate.labels, "_KNN_BLOCK", 5)  # several query blocks
     rng = np.random.default_rng(0)
     labels = np.array(list("aaaaabbbbbbbcccccccccd"))  # 'd' occurs once: no relevant result
     centres = {k: rng.standard_normal(8) * 2 for k in "abcd"}

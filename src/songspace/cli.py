@@ -157,15 +157,12 @@ def cmd_check(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from songspace.evaluate.report import best_cell, read_json  # no torch
+
     path = Path(args.metrics)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no evaluation yet (run `dvc repro evaluate`)")
-    try:
-        result = json.loads(path.read_text())
-    except ValueError as err:
-        raise FileNotFoundError(f"{path}: not valid JSON ({err})") from None
+    result = read_json(path)
     head = result.get("headline") or {}
-    cell = f"{head.get('best_distance', head.get('distance', '?'))} / {head.get('best_scaler', head.get('scaler', '?'))}"
+    cell = " / ".join(name or "?" for name in best_cell(result))
     print(f"{path}")
     print(f"  best cell        {cell}")
     acc = _num(head.get("accuracy"))

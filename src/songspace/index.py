@@ -130,6 +130,8 @@ def resolve_cell(distance: str, scaler: str, eval_json: str | Path | None = DEFA
         scalers.make(scaler)
     if distance != "best" and scaler != "best":
         return distance, scaler, "params.yaml index.distance / index.scaler"
+    from songspace import evaluate
+
     path = Path(eval_json) if eval_json is not None else None
     if path is None or not path.exists():
         raise LibraryError(
@@ -137,10 +139,9 @@ def resolve_cell(distance: str, scaler: str, eval_json: str | Path | None = DEFA
             "exist: run `dvc repro evaluate`, or name a distance and a scaler in params.yaml"
         )
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise LibraryError(f"{path}: not readable JSON ({err})") from None
-    head = result.get("headline") or {}
+        result = evaluate.read_json(path)
+    except evaluate.EvalJsonError as err:
+        raise LibraryError(str(err)) from None
     rows = [r for r in result.get("grid") or [] if r.get("accuracy") is not None]
     if distance != "best" or scaler != "best":
         fixed = {"distance": distance} if distance != "best" else {"scaler": scaler}
@@ -150,8 +151,7 @@ def resolve_cell(distance: str, scaler: str, eval_json: str | Path | None = DEFA
             best = max(match, key=lambda r: r["accuracy"])
             return best["distance"], best["scaler"], f"{path} grid: best cell with {key} {value}"
         raise LibraryError(f"{path}: the grid has no cell with {key} '{value}'")
-    d = head.get("best_distance", head.get("distance"))
-    s = head.get("best_scaler", head.get("scaler"))
+    d, s = evaluate.best_cell(result)
     if not d or not s:
         raise LibraryError(f"{path}: no best cell in its headline (keys best_distance, best_scaler)")
     distances.get(d), scalers.make(s)

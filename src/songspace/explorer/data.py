@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from songspace.evaluate.report import EvalJsonError, read_json
 from songspace.index import LibraryError, UnknownTrack
 from songspace.library_api import DEFAULT_INDEX_DIR, DEFAULT_MODEL_PATH, Library
 
@@ -264,13 +265,13 @@ class Explorer:
         """The run's grid, baselines, retrieval and headline (eval.json), training curves, in words."""
         result: dict = {}
         note = ""
-        if self.eval_json is not None and self.eval_json.exists():
-            try:
-                result = json.loads(self.eval_json.read_text())
-            except (OSError, ValueError) as err:
-                note = f"{self.eval_json}: not readable ({err})"
+        if self.eval_json is None:
+            note = "no evaluation file (run `dvc repro evaluate`)"
         else:
-            note = f"{self.eval_json}: no evaluation yet (run `dvc repro evaluate`)"
+            try:
+                result = read_json(self.eval_json)
+            except EvalJsonError as err:
+                note = str(err)
         head = result.get("headline") or {}
         model = (self.lib.index.meta.get("model") or {}).get("model_name")
         return _finite({
