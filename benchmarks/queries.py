@@ -94,7 +94,7 @@ def _time_one(data: np.ndarray, tune_q: np.ndarray, test_q: np.ndarray, k: int, 
     hnsw = faiss.IndexHNSWFlat(d, hnsw_m)
     hnsw.hnsw.efConstruction = ef_construction
     t0 = time.perf_counter()
-    # one add() call: a graph grown in several batches has markedly lower recall (see index.py)
+    # one add() call: a graph grown in several batches has markedly lower recall (see index/forms.py)
     with tqdm(total=n, desc="HNSW", unit="vector", disable=not progress) as bar:
         hnsw.add(data)
         bar.update(n)

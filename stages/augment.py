@@ -4,9 +4,7 @@ import time
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from songspace import audio, augment, config, errors, features, models
+from songspace import audio, augment, config, errors, features, groundtruth, ingest, models
 
 
 def main() -> None:
@@ -18,8 +16,8 @@ def main() -> None:
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
-    tracks = pd.read_csv(args.tracks, dtype={"track_id": str})
-    splits = pd.read_csv(args.splits, dtype=str)
+    tracks = ingest.read_tracks(args.tracks, required=("track_id", "path"))
+    splits = groundtruth.read_splits(args.splits)
     train = tracks[tracks["track_id"].isin(splits.loc[splits["split"] == "train", "track_id"])]
     start = time.perf_counter()
     array, index, skipped = features.extract_views(

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from songspace import config, embed, errors, evaluate, features, models
+from songspace import config, embed, errors, evaluate, features, groundtruth, ingest, models
 
 
 def main() -> None:
@@ -25,11 +25,11 @@ def main() -> None:
     model, meta = embed.load_checkpoint(args.model)
     spectra = features.load_spectra(args.features, models.input_frontend(meta["model_params"]), params.features)
     have = set(spectra.track_ids)
-    tracks = pd.read_csv(args.tracks, dtype={"track_id": str, "label": str}).set_index("track_id")
-    splits = pd.read_csv(f"{args.groundtruth}/splits.csv", dtype=str)
+    tracks = ingest.read_tracks(args.tracks, required=("track_id", "label")).set_index("track_id")
+    splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
     train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
     test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in have]
-    q = pd.read_csv(f"{args.groundtruth}/test_quartets.csv", dtype=str)
+    q = groundtruth.read_quartets(f"{args.groundtruth}/test_quartets.csv")
     usable = q[["song1", "song2", "song3"]].isin(set(test_ids)).all(axis=1)
     if (~usable).any():
         print(f"{int((~usable).sum())} test quartet(s) name tracks without features: left out")

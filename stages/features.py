@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, errors, features
+from songspace import config, errors, features, ingest
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
-    tracks = pd.read_csv(args.tracks, dtype={"track_id": str})
+    tracks = ingest.read_tracks(args.tracks, required=("track_id", "path"))
     skipped_all = []
     for name in features.FRONTENDS:
         spectra, skipped = features.extract_library(tracks, params.features, name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from songspace import config, errors, groundtruth, library
+from songspace import config, errors, groundtruth, ingest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     p = config.load(args.params)
     try:
-        tracks = library.read_tracks(args.tracks)
+        tracks = ingest.read_tracks(args.tracks)
         annotations = None
         if p.data.quartets:
             aliases_csv = Path(args.tracks).with_name("aliases.csv")
             aliases = (pd.read_csv(aliases_csv, dtype=str, keep_default_na=False)
                        if aliases_csv.exists() else None)
-            path = library.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
+            path = ingest.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
             annotations = groundtruth.parse_quartets(
                 groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),
                 source=str(path))
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
             p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
             annotations, p.split.method, p.groundtruth.min_val_quartets)
-    except (groundtruth.GroundTruthError, library.LibraryError) as err:
+    except (groundtruth.GroundTruthError, ingest.IngestError) as err:
         print(f"groundtruth: {err}", file=sys.stderr)
         return 1
     groundtruth.write(gt, args.out, args.reports)

@@ -2,9 +2,7 @@
 import argparse
 import sys
 
-import pandas as pd
-
-from songspace import config, errors, index
+from songspace import config, errors, index, ingest
 
 
 def main() -> None:
@@ -28,7 +26,7 @@ def main() -> None:
         raise SystemExit(f"index: {err}") from None
     built.save(args.out)
     meta = built.meta
-    listed = len(pd.read_csv(args.tracks, dtype=str))
+    listed = len(ingest.read_tracks(args.tracks, required=("track_id",)))
     if listed > meta["n_tracks"]:
         print(f"{listed - meta['n_tracks']} track(s) of {args.tracks} have no features "
               f"(see {args.features}/skipped.csv) and are not indexed")

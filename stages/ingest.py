@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from songspace import config, errors, library
+from songspace import config, errors, ingest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = config.load(args.params)
     try:
-        lib = library.ingest(params, args.corpus, workers=args.workers)
-    except library.LibraryError as err:
+        lib = ingest.ingest(params, args.corpus, workers=args.workers)
+    except ingest.IngestError as err:
         print(f"ingest: {err}", file=sys.stderr)
         return 1
-    warnings, error = library.problems(lib)
-    library.write(lib, args.out, args.reports)
-    print(library.summary(lib))
+    warnings, error = ingest.problems(lib)
+    ingest.write(lib, args.out, args.reports)
+    print(ingest.summary(lib))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if error:

@@ -51,7 +51,7 @@ def note(key: int, beats: float, program: int | None = None, channel: int = 0):
 
 def test_clips_are_mono_bounded_normalised_audio(built):
     out, tracks = built
-    assert list(tracks.columns) == list(corpus.TRACK_COLUMNS)
+    assert list(tracks.columns) == list(corpus.CORPUS_COLUMNS)
     assert tracks.label.value_counts().to_dict() == {"bach": 2, "monteverdi": 2, "jig": 2}
     assert list(tracks.track_id) == sorted(tracks.track_id) and tracks.track_id.is_unique
     for track_id, label in zip(tracks.track_id, tracks.label):
@@ -185,4 +185,4 @@ def test_stage_writes_an_empty_table_for_a_users_library(tmp_path):
                           "--params", str(params_file)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert "empty" in run.stdout
-    assert (out / "tracks.csv").read_text().strip() == ",".join(corpus.TRACK_COLUMNS)
+    assert (out / "tracks.csv").read_text().strip() == ",".join(corpus.CORPUS_COLUMNS)

@@ -75,7 +75,7 @@ def test_brute_force_chunks_agree_with_one_block(monkeypatch):
     emb, tracks, mask, queries = random_library(n=257)
     whole = index.SongIndex.build(emb, tracks, mask, "kulsinski", "StandardScaler", progress=False)
     expected = whole.search(queries, K)
-    monkeypatch.setattr(index, "BRUTE_CHUNK", 7)
+    monkeypatch.setattr(index.forms, "BRUTE_CHUNK", 7)
     got = whole.search(queries, K)
     np.testing.assert_array_equal(got[1], expected[1])
     assert_same_ranking(*got, grid_reference(emb, mask, queries, "kulsinski", "StandardScaler"))

@@ -11,4 +11,4 @@ CPU_ISA = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBW
 for _name, _value in CPU_ISA.items():
     os.environ.setdefault(_name, _value)
 
-from songspace.library_api import Library  # noqa: E402,F401  (torch and faiss load on first use)
+from songspace.index.api import Library  # noqa: E402,F401  (torch and faiss load on first use)

@@ -1,4 +1,4 @@
-"""Reading checkpoint files safely.
+"""Model checkpoints: the one writer (`save`), the one reader (`load`) and their fingerprint.
 
 Checkpoints are read with `torch.load(..., weights_only=True)`: only tensors, numbers,
 strings and containers are unpickled, so a crafted `.pt` file cannot run code. Anything that
@@ -7,10 +7,10 @@ is one `CheckpointError` naming the file.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from pathlib import Path
-
-import torch
 
 from songspace.errors import UserError
 
@@ -22,12 +22,14 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint file that is missing, unsafe, damaged or not a songspace checkpoint."""
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load(path: str | Path, map_location="cpu") -> dict:
     """The dict saved in a songspace checkpoint, read with weights_only=True.
 
     Raises CheckpointError: no such file; a pickle that needs more than weights (refused,
     never run); an empty or truncated file; or a file that holds something else.
     """
+    import torch  # on first use: fingerprinting a checkpoint needs no torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model checkpoint (run `dvc repro train`)")
@@ -52,3 +54,31 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(
             f"{path}: not a songspace checkpoint (expected a dict with {', '.join(REQUIRED_KEYS)})")
     return ckpt
+
+
+def save(ckpt: dict, path: str | Path) -> Path:
+    """Write a checkpoint dict (`REQUIRED_KEYS` and whatever training adds) with torch.save.
+
+    Written aside and renamed into place, so a kill mid-write leaves the previous file whole.
+    """
+    path = Path(path)
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint for {path}: missing key(s) {', '.join(missing)}")
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def fingerprint(path: str | Path) -> str:
+    """The sha256 of a checkpoint file, hex: what an index records to detect a changed model."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def identity(path: str | Path, model_name: str | None = None) -> dict:
+    """What identifies a checkpoint: {"path", "sha256", "model_name"}."""
+    return {"path": str(path), "sha256": fingerprint(path), "model_name": model_name}

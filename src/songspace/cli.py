@@ -24,26 +24,10 @@ import sys
 from pathlib import Path
 
 from songspace import __version__
+from songspace.errors import UserError
 
 EXIT_USER_ERROR = 2
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception classes that report a user's mistake, from the modules already loaded.
-
-    An exception can only come from a loaded module, so nothing is imported here (torch
-    would take seconds to import just to print an error).
-    """
-    from songspace.errors import UserError  # every module's user errors derive from it
-
-    where = {"songspace.audio": "AudioError", "songspace.config": "ConfigError",
-             "songspace.index": "LibraryError", "songspace.models": "ModelError"}
-    found: list[type[BaseException]] = [FileNotFoundError, UserError]
-    for module, name in where.items():
-        if module in sys.modules:
-            found.append(getattr(sys.modules[module], name))
-    return tuple(found)
 
 
 # ---------------------------------------------------------------- printing helpers
@@ -67,7 +51,7 @@ def _num(x, fmt: str = ".3f") -> str | None:
 
 
 def cmd_similar(args) -> int:
-    from songspace.library_api import Library
+    from songspace.index.api import Library
 
     lib = Library.open(args.index, args.model)
     frame = lib.similar(args.song, k=args.k, as_frame=True)
@@ -88,7 +72,7 @@ def cmd_similar(args) -> int:
 def cmd_embed(args) -> int:
     import numpy as np
 
-    from songspace.library_api import embed_files
+    from songspace.index.api import embed_files
 
     emb = embed_files(args.files, model_path=args.model)
     out = Path(args.output)
@@ -101,7 +85,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from songspace.library_api import Library
+    from songspace.index.api import Library
 
     lib = Library.open(args.index, args.model)
     report = lib.add(args.files, label=args.label)
@@ -115,7 +99,7 @@ def cmd_add(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from songspace.library_api import Library
+    from songspace.index.api import Library
 
     info = Library.open(args.index, args.model, check_model=False).info()
     if args.json:
@@ -192,9 +176,9 @@ def cmd_report(args) -> int:
         print("  (no headline in this file)")
     gt_path = Path(args.groundtruth)
     if gt_path.exists():
-        from songspace.groundtruth import judgement_lines
+        from songspace.groundtruth import judgement_lines, read_report
         try:
-            lines = judgement_lines(json.loads(gt_path.read_text()))
+            lines = judgement_lines(read_report(gt_path))
         except (ValueError, KeyError, TypeError) as err:
             lines = [f"  (unreadable: {err})"]
         for line in lines:
@@ -293,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print("songspace: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if isinstance(err, _user_errors()):
+        if isinstance(err, (FileNotFoundError, UserError)):  # every module's user errors derive from UserError
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             print(f"songspace: error: {message}", file=sys.stderr)
             return EXIT_USER_ERROR

@@ -41,7 +41,7 @@ FADE_OUT_SECONDS = 0.05  # every clip ends with this fade (no click where a rend
 MAX_CLIP_SECONDS = 30.0
 DRUM_CHANNEL = 9  # General MIDI percussion; never used for a part
 MIDI_CHANNELS = 16
-TRACK_COLUMNS = ("track_id", "path", "label", "source", "duration_s")
+CORPUS_COLUMNS = ("track_id", "path", "label", "source", "duration_s")
 FAILED_COLUMNS = ("label", "source", "reason")
 TRACKS_FILE = "tracks.csv"
 FAILED_FILE = "failed.csv"
@@ -402,7 +402,7 @@ def build_corpus(
     """Render the built-in corpus into `out_dir`; return the track table.
 
     Writes `<track_id>.wav` (16-bit PCM mono at params.sample_rate) per clip,
-    `tracks.csv` (TRACK_COLUMNS, sorted by track_id) and `failed.csv` (FAILED_COLUMNS:
+    `tracks.csv` (CORPUS_COLUMNS, sorted by track_id) and `failed.csv` (FAILED_COLUMNS:
     pieces that could not be rendered and were replaced by further draws). Other .wav
     files in `out_dir` are removed. Each class gets `pieces_per_class` clips when its
     collection has that many renderable pieces (a warning says when it has not).
@@ -458,7 +458,7 @@ def build_corpus(
                 "pieces could be rendered (the collection has no more)",
                 stacklevel=2,
             )
-    tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values("track_id")
+    tracks = pd.DataFrame(rows, columns=list(CORPUS_COLUMNS)).sort_values("track_id")
     tracks = tracks.reset_index(drop=True)
     failures = pd.DataFrame(failed, columns=list(FAILED_COLUMNS))
     failures = failures.sort_values(["label", "source"]).reset_index(drop=True)
@@ -466,7 +466,7 @@ def build_corpus(
     for stale in out_dir.glob("*.wav"):
         if stale.name not in keep:
             stale.unlink()
-    tracks.to_csv(out_dir / TRACKS_FILE, index=False)
+    write_table(tracks, out_dir)
     failures.to_csv(out_dir / FAILED_FILE, index=False)
     return tracks
 
@@ -479,9 +479,21 @@ def write_empty(out_dir: Path) -> pd.DataFrame:
     """An empty track table (header only) in `out_dir`, for pipelines on a user's library."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tracks = pd.DataFrame(columns=list(TRACK_COLUMNS))
-    tracks.to_csv(out_dir / TRACKS_FILE, index=False)
+    tracks = pd.DataFrame(columns=list(CORPUS_COLUMNS))
+    write_table(tracks, out_dir)
     return tracks
+
+
+def write_table(tracks: pd.DataFrame, out_dir: Path) -> Path:
+    """The corpus table (`CORPUS_COLUMNS`) as `out_dir/tracks.csv`, ingest's input."""
+    path = Path(out_dir) / TRACKS_FILE
+    tracks.to_csv(path, index=False)
+    return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A corpus table written by `write_table`, every column as text (empty cells as "")."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def summary(tracks: pd.DataFrame, out_dir: Path, seconds: float) -> str:

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import augment, embed, evaluate, features, losses, models
+from . import augment, embed, evaluate, features, groundtruth, ingest, losses, models
 from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
 
@@ -72,8 +71,8 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     """
     spectra = features.load_spectra(features_dir, frontend, feature_params)
     gt = Path(groundtruth_dir)
-    splits = pd.read_csv(gt / "splits.csv", dtype=str)
-    tracks = pd.read_csv(tracks_csv, dtype={"track_id": str, "label": str})
+    splits = groundtruth.read_splits(gt / "splits.csv")
+    tracks = ingest.read_tracks(tracks_csv, required=("track_id", "label"))
     label_of = dict(zip(tracks["track_id"], tracks["label"]))
 
     train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in spectra]
@@ -83,7 +82,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
         views, vindex = features.load_views(views_dir)
     vrows = features.rows_by_track(vindex) if vindex is not None and len(vindex) else {}
     view_rows = [vrows.get(t, np.zeros(0, int)) for t in train_tracks]
-    trip = pd.read_csv(gt / "train_triplets.csv", dtype=str)
+    trip = groundtruth.read_triplets(gt / "train_triplets.csv")
     keep = trip.isin(set(pos)).all(axis=1)
     triplets = trip[keep].apply(lambda c: c.map(pos)).to_numpy(dtype=np.int64)
 
@@ -93,7 +92,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     val_odd = np.zeros(0, int)
     vq_file = gt / "val_quartets.csv"
     if vq_file.exists():
-        vq = pd.read_csv(vq_file, dtype=str)
+        vq = groundtruth.read_quartets(vq_file)
         usable = vq[["song1", "song2", "song3"]].map(lambda t: t in spectra).all(axis=1)
         dropped_val = int((~usable).sum())
         vq = vq[usable]

@@ -22,7 +22,7 @@ import numpy as np
 
 from songspace.evaluate.report import EvalJsonError, read_json
 from songspace.index import LibraryError, UnknownTrack
-from songspace.library_api import DEFAULT_INDEX_DIR, DEFAULT_MODEL_PATH, Library
+from songspace.index import DEFAULT_INDEX_DIR, DEFAULT_MODEL_PATH, Library
 
 DEFAULT_EVAL_JSON = Path("metrics/eval.json")
 DEFAULT_LIVE_DIR = Path("dvclive")

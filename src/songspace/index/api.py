@@ -22,11 +22,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from songspace.index import SongIndex
+    from songspace.index.store import SongIndex
 
-DEFAULT_INDEX_DIR = Path("data/index")
-DEFAULT_MODEL_PATH = Path("data/models/best.pt")
-UNLABELLED = "unlabelled"
+from songspace.index import DEFAULT_INDEX_DIR, DEFAULT_MODEL_PATH
 
 
 class Neighbour(NamedTuple):
@@ -40,7 +38,7 @@ class Neighbour(NamedTuple):
 def load_model(model_path: str | Path = DEFAULT_MODEL_PATH, device: str = "cpu"):
     """`(embedder, checkpoint metadata)`; `LibraryError` naming the file when it is missing or not a checkpoint."""
     from songspace import embed
-    from songspace.index import LibraryError
+    from songspace.index.store import LibraryError
 
     try:
         return embed.load_checkpoint(model_path, device=device)
@@ -89,7 +87,7 @@ class Library:
     def open(cls, index_path: str | Path = DEFAULT_INDEX_DIR, model_path: str | Path = DEFAULT_MODEL_PATH,
              device: str = "cpu", check_model: bool = True) -> "Library":
         """Open an index folder; with check_model, refuse it unless model_path is the checkpoint it was built with."""
-        from songspace.index import SongIndex
+        from songspace.index.store import SongIndex
 
         index = SongIndex.load(index_path)
         if check_model:
@@ -122,14 +120,14 @@ class Library:
         a track has the same bytes (sha1) or the same path, and then that track's stored
         embedding is used and the track excluded. Otherwise a track_id of the index.
         """
-        from songspace import audio, library
-        from songspace.index import UnknownTrack
+        from songspace import audio, ingest
+        from songspace.index.store import UnknownTrack
 
         tracks = self.index.tracks
         path = Path(query)
         if path.is_file():
             try:
-                digest = library.sha1_of(path)
+                digest = ingest.sha1_of(path)
             except OSError as err:
                 raise audio.AudioError(path, f"cannot read ({err.strerror or err})") from None
             same_bytes = self._rows_with("sha1", digest)
@@ -194,8 +192,8 @@ class Library:
 
         import pandas as pd
 
-        from songspace import audio, library
-        from songspace.index import SongIndex, added_list_path, append_added, index_lock
+        from songspace import audio, ingest
+        from songspace.index.store import SongIndex, added_list_path, append_added, index_lock
 
         paths = [Path(p) for p in paths]
         for p in paths:
@@ -205,7 +203,7 @@ class Library:
                 raise audio.AudioError(p, "the file name is not valid UTF-8; rename the file") from None
             if not p.is_file():
                 raise audio.AudioError(p, "no such file" if not p.exists() else "not a regular file")
-        digests = [library.sha1_of(p) for p in paths]
+        digests = [ingest.sha1_of(p) for p in paths]
         with index_lock(self.index_path) if save else contextlib.nullcontext():
             if save:  # the index as another add may have left it
                 self.index = SongIndex._read(self.index_path)
@@ -222,6 +220,8 @@ class Library:
     def _plan_add(self, paths: list[Path], digests: list[str], label: str | None
                   ) -> tuple[list[dict], list[dict]]:
         """(report rows, new track rows) for files to add to the index as it is now."""
+        from songspace import ingest
+
         known = dict(zip(self.index.tracks["sha1"], self.index.tracks["track_id"]))
         taken = set(self.index.tracks["track_id"])
         report, new = [], []
@@ -233,7 +233,7 @@ class Library:
             track_id = self._new_id(p.stem, taken)
             taken.add(track_id)
             known[digest] = track_id
-            row = {"track_id": track_id, "path": _display_path(p), "label": label or UNLABELLED,
+            row = {"track_id": track_id, "path": _display_path(p), "label": label or ingest.UNLABELLED,
                    "sha1": digest}
             new.append(row)
             report.append({**{k: row[k] for k in ("track_id", "path", "label")}, "added": True, "note": ""})
@@ -243,7 +243,7 @@ class Library:
 
     def info(self) -> dict:
         """Facts about the index: model, size, cell, index type, build time, recall, freshness."""
-        from songspace.index import StaleIndex
+        from songspace.index.store import StaleIndex
 
         meta = dict(self.index.meta)
         try:

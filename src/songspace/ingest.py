@@ -6,35 +6,30 @@ does not grow with a file's length). Files that cannot be used are not an error:
 listed with a reason code (`REASONS`) and a sentence, and the run goes on. Byte-identical
 files are kept once; the other paths become aliases of the kept track.
 
-`scan` is the one piece of decoding here; it follows songspace.audio's conventions (raises
-AudioError naming the file) and belongs next to `audio.load`.
+Each file is checked by `filecheck.check_file`. This module is the one reader and writer of
+tracks.csv (`read_tracks`, `write_tracks`).
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import multiprocessing as mp
 import os
-import stat
-import sys
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from songspace.audio import (  # noqa: F401 - BLOCK_FRAMES, BadAudio, Scan, scan: part of this API too
-    AUDIO_EXTENSIONS, BLOCK_FRAMES, SILENCE_PEAK, BadAudio, Scan, quiet_stderr, scan)
+from songspace.audio import AUDIO_EXTENSIONS, BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
 from songspace.config import Params
 from songspace.errors import UserError
+from songspace.filecheck import FileCheck, check_file, check_files, sha1_of  # noqa: F401 - part of this API too
 
 TRACK_COLUMNS = (
     "track_id", "path", "label", "group", "duration_s", "sample_rate", "channels", "sha1",
 )
+TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1")  # read as text, never as numbers
 SKIPPED_COLUMNS = ("path", "reason", "detail")
 ALIAS_COLUMNS = ("path", "track_id")
 # Why a file was left out, most basic first.
@@ -55,75 +50,10 @@ REASONS = {
 }
 # Label of files without one when human quartets are the ground truth (labels are optional).
 UNLABELLED = "unlabelled"
-HASH_CHUNK_BYTES = 1 << 20
 
 
-class LibraryError(UserError, ValueError):
+class IngestError(UserError, ValueError):
     """The library as a whole cannot be used; the message says what to do."""
-
-
-def sha1_of(path: str | Path) -> str:
-    """Hex SHA-1 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha1()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """The verdict on one file: usable (reason None) or skipped for `reason` (a REASONS key)."""
-
-    path: str
-    sha1: str = ""
-    sample_rate: int = 0
-    channels: int = 0
-    frames: int = 0
-    reason: str | None = None
-    detail: str = ""
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
-
-
-def check_file(path: str | Path, min_seconds: float, block_frames: int = BLOCK_FRAMES) -> FileCheck:
-    """Hash and fully decode one file; silent or shorter than `min_seconds` seconds is a skip."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode  # the type first: hashing a named pipe would wait forever
-        if not stat.S_ISREG(mode):
-            return FileCheck(str(path), reason="not_a_file", detail=f"not a regular file ({_kind(mode)})")
-        digest = sha1_of(path)
-    except FileNotFoundError:
-        return FileCheck(str(path), reason="missing", detail="no such file")
-    except OSError as err:
-        return FileCheck(str(path), reason="unreadable", detail=f"cannot read: {err.strerror}")
-    try:
-        with quiet_stderr():
-            s = scan(path, block_frames)
-    except BadAudio as err:
-        return FileCheck(str(path), sha1=digest, reason=err.kind, detail=err.reason)
-    except OSError as err:
-        return FileCheck(str(path), sha1=digest, reason="unreadable", detail=f"cannot read: {err}")
-    facts = dict(sha1=digest, sample_rate=s.sample_rate, channels=s.channels, frames=s.frames)
-    if s.peak < SILENCE_PEAK:
-        return FileCheck(str(path), **facts, reason="silent",
-                         detail=f"silent: peak {s.peak:.1e} over {s.duration_s:.2f} s")
-    if s.duration_s < min_seconds:
-        return FileCheck(str(path), **facts, reason="too_short",
-                         detail=f"too short: {s.duration_s:.2f} s < data.min_seconds "
-                                f"({min_seconds:g} s)")
-    return FileCheck(str(path), **facts)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 def printable_path(path: str) -> str:
@@ -138,35 +68,6 @@ def _utf8(name: str) -> bool:
     except UnicodeEncodeError:  # os.walk gives undecodable bytes as lone surrogates
         return False
 
-
-def _check_job(job: tuple[str, float]) -> FileCheck:
-    return check_file(*job)
-
-
-def check_files(
-    paths: list[str], min_seconds: float, workers: int = 2, progress: bool = True,
-) -> list[FileCheck]:
-    """check_file on every path (in `workers` processes), in the order given."""
-    jobs = [(p, min_seconds) for p in paths]
-    bar = tqdm(total=len(jobs), desc="checking audio", unit="file", disable=not progress,
-               dynamic_ncols=True)
-    with bar:
-        if workers <= 1 or len(jobs) < 2:
-            results = []
-            for job in jobs:
-                results.append(_check_job(job))
-                bar.update()
-            return results
-        # fork is cheap and safe here (workers only read files); spawn where fork is missing
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork with threads" notice
-            with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
-                results = []
-                for r in pool.imap(_check_job, jobs, chunksize=1):
-                    results.append(r)
-                    bar.update()
-        return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,14 +108,14 @@ def walk_audio(root: str | Path) -> tuple[list[str], list[tuple[str, str, str]],
     """
     root = Path(root)
     if not root.exists():
-        raise LibraryError(
+        raise IngestError(
             f"data.audio_dir '{root}' does not exist: set data.audio_dir in params.yaml to the "
             "folder holding your music (absolute, or relative to the project root)"
         )
     if not root.is_dir():
-        raise LibraryError(f"data.audio_dir '{root}' is a file, not a folder of music")
+        raise IngestError(f"data.audio_dir '{root}' is a file, not a folder of music")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise LibraryError(f"data.audio_dir '{root}' cannot be read: check its permissions")
+        raise IngestError(f"data.audio_dir '{root}' cannot be read: check its permissions")
     found, bad_dirs, ignored = [], [], Counter()
 
     def on_error(err: OSError) -> None:
@@ -261,7 +162,7 @@ def normalise_relpath(path: str) -> str:
 def read_labels_csv(path: str | Path) -> pd.DataFrame:
     """A labels CSV (path,label[,group]) as a DataFrame with normalised paths and a `line` column.
 
-    Raises LibraryError naming the file and line for a missing column, an empty path or
+    Raises IngestError naming the file and line for a missing column, an empty path or
     label, or one path given two different labels.
     """
     path = Path(path)
@@ -269,14 +170,14 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
                             encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise LibraryError(f"{path}: not UTF-8 text (byte {err.start}); save the labels CSV as "
+        raise IngestError(f"{path}: not UTF-8 text (byte {err.start}); save the labels CSV as "
                            "UTF-8") from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise LibraryError(f"{path}: cannot read the labels CSV ({err})") from None
+        raise IngestError(f"{path}: cannot read the labels CSV ({err})") from None
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
-        raise LibraryError(
+        raise IngestError(
             f"{path}: missing column(s) {', '.join(missing)}; a labels CSV has the header "
             f"path,label[,group] (found: {', '.join(table.columns)})"
         )
@@ -287,12 +188,12 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
     for row in table.itertuples():
         if not row.path or not row.label:
             empty = "path" if not row.path else "label"
-            raise LibraryError(f"{path} line {row.line}: empty {empty}")
+            raise IngestError(f"{path} line {row.line}: empty {empty}")
     table["path"] = table["path"].map(normalise_relpath)
     first: dict[str, tuple[str, int]] = {}
     for row in table.itertuples():
         if row.path in first and first[row.path][0] != row.label:
-            raise LibraryError(
+            raise IngestError(
                 f"{path} line {row.line}: '{row.path}' is labelled '{row.label}' but line "
                 f"{first[row.path][1]} labels it '{first[row.path][0]}'"
             )
@@ -312,7 +213,7 @@ def find_in_folder(
     found = Found(skipped=list(bad_dirs), ignored=ignored, root=str(audio_dir),
                   files_found=len(rels))
     if not rels:
-        raise LibraryError(
+        raise IngestError(
             f"no audio files ({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}) under "
             f"'{audio_dir}': put your music there, one sub-folder per label "
             "(e.g. jazz/track.mp3), or point data.audio_dir at the right folder"
@@ -353,19 +254,21 @@ def find_in_corpus(corpus_csv: str | Path) -> Found:
     """
     corpus_csv = Path(corpus_csv)
     if not corpus_csv.exists():
-        raise LibraryError(f"{corpus_csv}: no corpus table; run the `corpus` stage first")
-    table = pd.read_csv(corpus_csv, dtype=str, keep_default_na=False)
+        raise IngestError(f"{corpus_csv}: no corpus table; run the `corpus` stage first")
+    from songspace import corpus  # the corpus table's owner
+
+    table = corpus.read_table(corpus_csv)
     missing = [c for c in ("track_id", "path", "label") if c not in table.columns]
     if missing:
-        raise LibraryError(f"{corpus_csv}: missing column(s) {', '.join(missing)}")
+        raise IngestError(f"{corpus_csv}: missing column(s) {', '.join(missing)}")
     if table.empty:
-        raise LibraryError(
+        raise IngestError(
             f"{corpus_csv} lists no tracks: with data.source 'corpus' the corpus stage renders "
             "them; with data.source 'folder' set data.audio_dir"
         )
     dupes = table["track_id"][table["track_id"].duplicated()]
     if len(dupes):
-        raise LibraryError(f"{corpus_csv}: track_id '{dupes.iloc[0]}' appears twice")
+        raise IngestError(f"{corpus_csv}: track_id '{dupes.iloc[0]}' appears twice")
     found = Found(root=str(corpus_csv.parent), files_found=len(table))
     for row in table.itertuples():
         path = Path(row.path)
@@ -381,14 +284,14 @@ def find_in_corpus(corpus_csv: str | Path) -> Found:
 
 
 @dataclass
-class Library:
+class Ingested:
     tracks: pd.DataFrame   # TRACK_COLUMNS, sorted by track_id
     skipped: pd.DataFrame  # SKIPPED_COLUMNS
     aliases: pd.DataFrame  # ALIAS_COLUMNS: duplicate paths -> the track kept
     report: dict
 
 
-def assemble(found: Found, checks: list[FileCheck], source: str) -> Library:
+def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
     """Pure: candidates + their checks -> tracks (sorted by id; of byte-identical files the one
     with the shortest id is kept), skipped files, aliases and the report."""
     assert len(checks) == len(found.candidates)
@@ -440,7 +343,7 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Library:
         "channels": {str(k): int(v) for k, v in
                      tracks["channels"].value_counts().sort_index().items()},
     }
-    return Library(tracks, skipped_df, pd.DataFrame(aliases, columns=list(ALIAS_COLUMNS)), report)
+    return Ingested(tracks, skipped_df, pd.DataFrame(aliases, columns=list(ALIAS_COLUMNS)), report)
 
 
 def resolve_param_path(value: str, audio_dir: str | None, what: str) -> Path:
@@ -451,14 +354,14 @@ def resolve_param_path(value: str, audio_dir: str | None, what: str) -> Path:
     for p in tried:
         if p.is_file():
             return p
-    raise LibraryError(f"{what} '{value}' not found (looked for {', '.join(map(str, tried))})")
+    raise IngestError(f"{what} '{value}' not found (looked for {', '.join(map(str, tried))})")
 
 
 def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
-           progress: bool = True) -> Library:
+           progress: bool = True) -> Ingested:
     """The track table for params.data: check every file, drop what cannot be used.
 
-    Raises LibraryError when the library cannot be read (no folder, no audio files, a bad
+    Raises IngestError when the library cannot be read (no folder, no audio files, a bad
     labels CSV); `problems` tells whether what is left is usable.
     """
     data = params.data
@@ -476,7 +379,7 @@ def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
     return lib
 
 
-def problems(lib: Library) -> tuple[list[str], str | None]:
+def problems(lib: Ingested) -> tuple[list[str], str | None]:
     """Warnings about the library and, if it is unusable, the error message."""
     warns = []
     single = lib.report["single_track_labels"]
@@ -497,12 +400,12 @@ def problems(lib: Library) -> tuple[list[str], str | None]:
     return warns, None
 
 
-def write(lib: Library, out_dir: str | Path, reports_dir: str | Path) -> None:
+def write(lib: Ingested, out_dir: str | Path, reports_dir: str | Path) -> None:
     """tracks.csv + aliases.csv in out_dir; skipped.csv + ingest.json in reports_dir."""
     out_dir, reports_dir = Path(out_dir), Path(reports_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    lib.tracks.to_csv(out_dir / "tracks.csv", index=False)
+    write_tracks(lib.tracks, out_dir / "tracks.csv")
     lib.aliases.to_csv(out_dir / "aliases.csv", index=False)
     lib.skipped.to_csv(reports_dir / "skipped.csv", index=False, quoting=csv.QUOTE_MINIMAL)
     with (reports_dir / "ingest.json").open("w") as f:
@@ -516,7 +419,7 @@ def _hms(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-def summary(lib: Library) -> str:
+def summary(lib: Ingested) -> str:
     """A readable account of an ingest, for the terminal."""
     r = lib.report
     lines = [
@@ -543,22 +446,30 @@ def summary(lib: Library) -> str:
     return "\n".join(lines)
 
 
-def read_tracks(path: str | Path) -> pd.DataFrame:
-    """Read a tracks.csv written by `write`, with ids, labels and groups as strings."""
+def write_tracks(tracks: pd.DataFrame, path: str | Path) -> Path:
+    """Write a track table as tracks.csv (the columns it has, `TRACK_COLUMNS` from `ingest`)."""
+    tracks.to_csv(path, index=False)
+    return Path(path)
+
+
+def read_tracks(path: str | Path, required: tuple[str, ...] = TRACK_COLUMNS) -> pd.DataFrame:
+    """Read a tracks.csv written by `write_tracks`: ids, paths, labels, groups and hashes as
+    text (empty cells as ""), facts as numbers. IngestError names the file when it is missing
+    or lacks one of the `required` columns."""
     path = Path(path)
     if not path.exists():
-        raise LibraryError(f"{path}: no track table; run the `ingest` stage first")
-    text_columns = ("track_id", "path", "label", "group", "sha1")
-    table = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False)
-    missing = [c for c in TRACK_COLUMNS if c not in table.columns]
+        raise IngestError(f"{path}: no track table; run the `ingest` stage first")
+    table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+    missing = [c for c in required if c not in table.columns]
     if missing:
-        raise LibraryError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise IngestError(f"{path}: missing column(s) {', '.join(missing)}")
     return table
 
 
 __all__ = [
-    "ALIAS_COLUMNS", "BadAudio", "Candidate", "FileCheck", "Found", "Library", "LibraryError",
+    "ALIAS_COLUMNS", "BadAudio", "Candidate", "FileCheck", "Found", "IngestError", "Ingested",
     "REASONS", "SKIPPED_COLUMNS", "Scan", "TRACK_COLUMNS", "UNLABELLED", "assemble",
     "check_file", "check_files", "find_in_corpus", "find_in_folder", "ingest", "problems",
     "read_labels_csv", "read_tracks", "scan", "sha1_of", "summary", "walk_audio", "write",
+    "write_tracks",
 ]

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from songspace import config, library
-from songspace.library import LibraryError, UNLABELLED
+from songspace import config, ingest
+from songspace.ingest import IngestError, UNLABELLED
 
 ROOT = Path(__file__).resolve().parents[1]
 OPUS = {"format": "OGG", "subtype": "OPUS"}
@@ -108,16 +108,16 @@ def lib_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checked(lib_root):
     """find + check (in-process) + assemble on the fixture library."""
-    found = library.find_in_folder(lib_root, "folders", keep_unlabelled=False)
-    checks = library.check_files([c.path for c in found.candidates], 1.0, workers=1,
+    found = ingest.find_in_folder(lib_root, "folders", keep_unlabelled=False)
+    checks = ingest.check_files([c.path for c in found.candidates], 1.0, workers=1,
                                  progress=False)
-    return found, checks, library.assemble(found, checks, "folder")
+    return found, checks, ingest.assemble(found, checks, "folder")
 
 
 def test_every_good_file_decodes_with_its_facts(checked, lib_root):
     _, _, lib = checked
     tracks = lib.tracks.set_index("track_id")
-    assert list(lib.tracks.columns) == list(library.TRACK_COLUMNS)
+    assert list(lib.tracks.columns) == list(ingest.TRACK_COLUMNS)
     assert sorted(tracks.index) == sorted(GOOD)
     for name, (sec, rate, ch, _) in GOOD.items():
         row = tracks.loc[name]
@@ -134,8 +134,8 @@ def test_every_broken_file_is_skipped_with_its_reason(checked, lib_root):
     got = {Path(p).relative_to(lib_root).as_posix(): r
            for p, r in zip(lib.skipped["path"], lib.skipped["reason"])}
     assert got == BROKEN
-    assert list(lib.skipped.columns) == list(library.SKIPPED_COLUMNS)
-    assert set(lib.skipped["reason"]) <= set(library.REASONS)
+    assert list(lib.skipped.columns) == list(ingest.SKIPPED_COLUMNS)
+    assert set(lib.skipped["reason"]) <= set(ingest.REASONS)
     assert lib.skipped["detail"].str.len().min() > 10  # a sentence, not just a code
     detail = dict(zip(lib.skipped["path"], lib.skipped["detail"]))
     assert "looks like text" in detail[(lib_root / "low/readme.mp3").as_posix()]
@@ -160,16 +160,16 @@ def test_report_counts_everything(checked):
     # aliases map both the duplicate's path and its would-be id to the kept track
     assert set(lib.aliases["track_id"]) == {"low/a.wav"}
     assert "high/a copy.wav" in set(lib.aliases["path"])
-    warns, error = library.problems(lib)
+    warns, error = ingest.problems(lib)
     assert error is None and any("single track (solo)" in w for w in warns)
-    text = library.summary(lib)
+    text = ingest.summary(lib)
     assert "7 track(s) kept" in text and "truncated" in text and "solo" in text
 
 
 def test_two_processes_give_the_same_verdicts(checked):
     found, checks, _ = checked
     paths = [c.path for c in found.candidates]
-    assert library.check_files(paths, 1.0, workers=2, progress=False) == checks
+    assert ingest.check_files(paths, 1.0, workers=2, progress=False) == checks
 
 
 def test_scan_in_blocks_matches_a_whole_read(lib_root):
@@ -177,7 +177,7 @@ def test_scan_in_blocks_matches_a_whole_read(lib_root):
         path = lib_root / name
         with path.open("rb") as f:  # a file object: high/._e.mp3 would derail a path open
             whole = sf.read(f, dtype="float32", always_2d=True)[0]
-        s = library.scan(path, block_frames=1000)
+        s = ingest.scan(path, block_frames=1000)
         assert s.frames == len(whole)
         assert s.peak == pytest.approx(float(np.abs(whole).max()))
 
@@ -186,12 +186,12 @@ def test_scan_memory_does_not_grow_with_length(tmp_path):
     path = write(tmp_path / "long.wav", 30.0, 44100, 2)  # 30 s stereo: 10.6 MB as float32
     tracemalloc.start()
     try:
-        s = library.scan(path, block_frames=library.BLOCK_FRAMES)
+        s = ingest.scan(path, block_frames=ingest.BLOCK_FRAMES)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert s.frames == 30 * 44100
-    block_bytes = library.BLOCK_FRAMES * 2 * 4
+    block_bytes = ingest.BLOCK_FRAMES * 2 * 4
     assert peak < 3 * block_bytes < 30 * 44100 * 2 * 4 / 5
 
 
@@ -201,7 +201,7 @@ def test_macos_sidecar_does_not_hide_the_song(tmp_path):
     (tmp_path / "._song.mp3").write_bytes(b"\x00\x05\x16\x07" + bytes(100))  # AppleDouble
     with pytest.raises(sf.LibsndfileError):
         sf.info(str(song))
-    assert library.scan(song).frames == int(1.5 * 44100)
+    assert ingest.scan(song).frames == int(1.5 * 44100)
 
 
 def test_not_audio_and_damage_are_told_apart(tmp_path):
@@ -214,8 +214,8 @@ def test_not_audio_and_damage_are_told_apart(tmp_path):
                               ("notes.mp3", "not_audio", "text"),
                               ("img.ogg", "not_audio", "PNG"),
                               ("bad.wav", "corrupt", "cannot be opened")):
-        with pytest.raises(library.BadAudio) as err:
-            library.scan(tmp_path / name)
+        with pytest.raises(ingest.BadAudio) as err:
+            ingest.scan(tmp_path / name)
         assert err.value.kind == kind and words in str(err.value)
         assert str(tmp_path / name) in str(err.value)  # the message names the file
 
@@ -227,14 +227,14 @@ def test_labels_csv_gives_labels_and_groups(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,group\n./x/1.wav,rock,album1\nx\\2.flac,rock,album1\n"
                       "y/3.ogg,jazz,\ny/4.wav,jazz,album2\nnot/there.mp3,jazz,\n")
-    found = library.find_in_folder(root, str(labels), keep_unlabelled=False, labels_csv=labels)
+    found = ingest.find_in_folder(root, str(labels), keep_unlabelled=False, labels_csv=labels)
     got = {c.track_id: (c.label, c.group) for c in found.candidates}
     assert got == {"x/1.wav": ("rock", "album1"), "x/2.flac": ("rock", "album1"),
                    "y/3.ogg": ("jazz", "y/3.ogg"), "y/4.wav": ("jazz", "album2")}
     reasons = {Path(p).relative_to(root).as_posix(): r for p, r, _ in found.skipped}
     assert reasons == {"z/5.wav": "unlabelled", "not/there.mp3": "missing"}
     # with annotations as ground truth, unlabelled files stay in the library
-    found = library.find_in_folder(root, str(labels), keep_unlabelled=True, labels_csv=labels)
+    found = ingest.find_in_folder(root, str(labels), keep_unlabelled=True, labels_csv=labels)
     assert {c.track_id: c.label for c in found.candidates}["z/5.wav"] == UNLABELLED
 
 
@@ -246,21 +246,21 @@ def test_labels_csv_gives_labels_and_groups(tmp_path):
 def test_bad_labels_csv_names_the_problem(tmp_path, text, words):
     path = tmp_path / "labels.csv"
     path.write_text(text)
-    with pytest.raises(LibraryError, match="labels.csv") as err:
-        library.read_labels_csv(path)
+    with pytest.raises(IngestError, match="labels.csv") as err:
+        ingest.read_labels_csv(path)
     assert words in str(err.value)
 
 
 def test_unusable_folders_say_what_to_do(tmp_path):
-    with pytest.raises(LibraryError, match="does not exist: set data.audio_dir"):
-        library.walk_audio(tmp_path / "nowhere")
+    with pytest.raises(IngestError, match="does not exist: set data.audio_dir"):
+        ingest.walk_audio(tmp_path / "nowhere")
     (tmp_path / "empty" / "jazz").mkdir(parents=True)
     (tmp_path / "empty" / "jazz" / "notes.txt").write_text("x")
-    with pytest.raises(LibraryError, match="no audio files .* one sub-folder per label"):
-        library.find_in_folder(tmp_path / "empty", "folders", keep_unlabelled=False)
+    with pytest.raises(IngestError, match="no audio files .* one sub-folder per label"):
+        ingest.find_in_folder(tmp_path / "empty", "folders", keep_unlabelled=False)
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(LibraryError, match="is a file"):
-        library.walk_audio(tmp_path / "afile")
+    with pytest.raises(IngestError, match="is a file"):
+        ingest.walk_audio(tmp_path / "afile")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
@@ -270,7 +270,7 @@ def test_unreadable_subfolder_is_reported(tmp_path):
     write(locked / "b.wav")
     locked.chmod(0)
     try:
-        rels, bad, _ = library.walk_audio(tmp_path)
+        rels, bad, _ = ingest.walk_audio(tmp_path)
     finally:
         locked.chmod(0o755)
     assert rels == ["ok/a.wav"] and bad[0][1] == "unreadable"
@@ -280,10 +280,10 @@ def test_nothing_usable_is_an_error(tmp_path):
     root = tmp_path / "music"
     (root / "x").mkdir(parents=True)
     (root / "x" / "a.mp3").write_text("text")
-    found = library.find_in_folder(root, "folders", keep_unlabelled=False)
-    lib = library.assemble(found, library.check_files([str(root / "x/a.mp3")], 1.0, 1, False),
+    found = ingest.find_in_folder(root, "folders", keep_unlabelled=False)
+    lib = ingest.assemble(found, ingest.check_files([str(root / "x/a.mp3")], 1.0, 1, False),
                            "folder")
-    warns, error = library.problems(lib)
+    warns, error = ingest.problems(lib)
     assert lib.tracks.empty and "all 1 file(s) were skipped" in error
 
 
@@ -294,13 +294,13 @@ def test_corpus_table_keeps_its_ids(tmp_path):
     pd.DataFrame({"track_id": ["bach-1", "reel-1"], "path": ["bach-1.wav", "reel-1.wav"],
                   "label": ["bach", "reel"], "source": ["s1", "s2"], "duration_s": [1.5, 1.5]},
                  ).to_csv(corpus / "tracks.csv", index=False)
-    found = library.find_in_corpus(corpus / "tracks.csv")
+    found = ingest.find_in_corpus(corpus / "tracks.csv")
     assert [(c.track_id, c.label, c.group) for c in found.candidates] == [
         ("bach-1", "bach", "bach-1"), ("reel-1", "reel", "reel-1")]
     assert all(Path(c.path).exists() for c in found.candidates)
     (corpus / "empty.csv").write_text("track_id,path,label,source,duration_s\n")
-    with pytest.raises(LibraryError, match="lists no tracks.*data.source 'folder'"):
-        library.find_in_corpus(corpus / "empty.csv")
+    with pytest.raises(IngestError, match="lists no tracks.*data.source 'folder'"):
+        ingest.find_in_corpus(corpus / "empty.csv")
 
 
 def _load_stage(name: str):
@@ -320,7 +320,7 @@ def test_ingest_stage_writes_table_and_reports(lib_root, tmp_path, capsys):
     rc = _load_stage("ingest").main(["--corpus", str(corpus), "--out", str(out), "--reports",
                                      str(reports), "--params", str(tmp_path / "params.yaml")])
     assert rc == 0
-    tracks = library.read_tracks(out / "tracks.csv")
+    tracks = ingest.read_tracks(out / "tracks.csv")
     assert sorted(tracks["track_id"]) == sorted(GOOD)
     skipped = pd.read_csv(reports / "skipped.csv")
     assert len(skipped) == len(BROKEN)
