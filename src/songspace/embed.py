@@ -39,6 +39,15 @@ def build(model_name: str, model_params: ModelParams, feature_params: FeaturePar
     return Embedder(backbone, mean, std)
 
 
+def select_device(name: str, key: str = "device") -> torch.device:
+    """cpu, cuda, or auto (cuda when available); `key` names the setting in the error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{key} is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, dict]:
     """Rebuild a model from a checkpoint file alone: `(embedder in eval mode, metadata)`."""
     path = Path(path)

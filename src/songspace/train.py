@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import augment, embed, evaluate, features, groundtruth, ingest, losses, models
+from . import checkpoint
 from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
 
@@ -176,25 +177,6 @@ class TrackSamples(_Samples):
         return x, torch.tensor(self.data.train_labels[track])
 
 
-class ProjectionHead(torch.nn.Module):
-    """SimCLR projection head, used only during contrastive training."""
-
-    def __init__(self, dim: int, out: int):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, out))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
 # The code a run's result depends on: a change in any of these starts training afresh.
 _TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py",
                   "models/__init__.py", "models/cnn.py", "models/resnet.py")
@@ -326,23 +308,39 @@ def plan_batches(params: Params, data: TrainData, world: int = 1) -> BatchPlan:
     return BatchPlan("triplets", make, views, batch, steps, order, notes)
 
 
-def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
-        progress: bool = True) -> TrainResult:
-    """Train the configured model; write `last.pt` and `best.pt` under `out_dir`.
+@dataclass
+class Run:
+    """What `setup` builds for a training run and the epochs carry forward."""
 
-    Resumes from `out_dir/last.pt` when it was written by a run of the same settings.
-    """
+    model: torch.nn.Module        # the embedder (its weights go into the checkpoints)
+    net: torch.nn.Module          # the model, wrapped in DistributedDataParallel when distributed
+    head: torch.nn.Module | None  # the projection head of the contrastive losses
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    plan: BatchPlan
+    device: torch.device
+    use_amp: bool
+    ident: str                    # `run_identity`: which checkpoint may be resumed
+    out: Path
+    rank: int = 0
+    world: int = 1
+    state: dict = field(default_factory=lambda: {"epoch": 0, "best": -math.inf, "stale": 0, "history": []})
+
+
+def setup(params: Params, data: TrainData, out_dir: str | Path) -> Run:
+    """Device (and the process group under torchrun), batch plan, model, loss and optimiser;
+    resumed from `out_dir/last.pt` when a run of the same identity left it unfinished."""
     tp = params.train
     rank, local_rank, world = _dist_info()
-    distributed = world > 1
-    device = select_device(tp.device)
-    if distributed:
+    device = embed.select_device(tp.device, "train.device")
+    if world > 1:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    use_amp = tp.amp and device.type == "cuda"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if len(data.train_tracks) < 2:
@@ -359,124 +357,150 @@ def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
     head = None
     groups = models.param_groups(model, tp.lr, tp.weight_decay)
     if params.loss in ("contrastive", "supcon"):
-        head = ProjectionHead(params.model_params.embedding_dim, tp.projection_dim).to(device)
+        head = models.ProjectionHead(params.model_params.embedding_dim, tp.projection_dim).to(device)
         groups.append({"params": list(head.parameters()), "lr": tp.lr, "weight_decay": tp.weight_decay})
-    loss_fn = losses.build(params.loss, tp.margin, tp.mining, tp.temperature, distributed,
+    loss_fn = losses.build(params.loss, tp.margin, tp.mining, tp.temperature, world > 1,
                            from_labels=plan.sampler == "pk").to(device)
     optimizer = torch.optim.Adam(groups, lr=tp.lr, weight_decay=tp.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tp.epochs))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    batch = plan.batch
-    ident = run_identity(params, data)
+    use_amp = tp.amp and device.type == "cuda"
+    run = Run(model, model, head, loss_fn, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp),
+              plan, device, use_amp, run_identity(params, data), out, rank, world)
+    _resume(run, params)
+    if world > 1:
+        run.net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
-    state = {"epoch": 0, "best": -math.inf, "stale": 0, "history": []}
-    last = out / "last.pt"
-    if last.exists():
-        ckpt = read_checkpoint(last, map_location=device)
-        finished = ckpt.get("state", {}).get("epoch", 0) >= tp.epochs or \
-            ckpt.get("state", {}).get("stale", 0) >= tp.patience
-        if ckpt.get("ident") == ident and finished:
-            if rank == 0:
-                print(f"{last} is a finished run: starting afresh")
-        elif ckpt.get("ident") == ident:
-            model.load_state_dict(ckpt["model"])
-            if head is not None and ckpt.get("head"):
-                head.load_state_dict(ckpt["head"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            torch.set_rng_state(ckpt["rng"])
-            state = ckpt["state"]
-            if rank == 0:
-                print(f"resuming from {last} after epoch {state['epoch']}")
-        elif rank == 0:
-            print(f"{last} was made with other settings, data or code: starting afresh")
 
-    net = model
-    if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+def _resume(run: Run, params: Params) -> None:
+    """Continue from last.pt when a run of the same identity left it unfinished."""
+    last = run.out / "last.pt"
+    if not last.exists():
+        return
+    ckpt = read_checkpoint(last, map_location=run.device)
+    finished = ckpt.get("state", {}).get("epoch", 0) >= params.train.epochs or \
+        ckpt.get("state", {}).get("stale", 0) >= params.train.patience
+    if ckpt.get("ident") == run.ident and finished:
+        if run.rank == 0:
+            print(f"{last} is a finished run: starting afresh")
+    elif ckpt.get("ident") == run.ident:
+        run.model.load_state_dict(ckpt["model"])
+        if run.head is not None and ckpt.get("head"):
+            run.head.load_state_dict(ckpt["head"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"])
+        run.state = ckpt["state"]
+        if run.rank == 0:
+            print(f"resuming from {last} after epoch {run.state['epoch']}")
+    elif run.rank == 0:
+        print(f"{last} was made with other settings, data or code: starting afresh")
 
-    def checkpoint(path: Path) -> None:
-        torch.save({
-            "model_name": params.model, "model_params": dataclasses.asdict(params.model_params),
-            "feature_params": dataclasses.asdict(params.features), "loss": params.loss,
-            "seed": params.seed, "ident": ident, "model": model.state_dict(),
-            "head": head.state_dict() if head is not None else None,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "state": state,
-        }, path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)  # a kill mid-write leaves the old file whole
 
-    steps_per_epoch = plan.steps
-    while state["epoch"] < tp.epochs and state["stale"] < tp.patience:
-        epoch = state["epoch"]
-        order = plan.order(_rng(params.seed, epoch, -1))
-        # equal shares of whole batches: DDP needs equal step counts, P x K batches stay whole
-        order = order.reshape(-1, batch)[rank::world][:steps_per_epoch].ravel()
-        dataset = plan.make(data, params.augment, params.seed, order, epoch, plan.views)
-        loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        model.train()
-        if head is not None:
-            head.train()
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
-                   total=min(len(loader), steps_per_epoch), disable=not progress or rank != 0)
-        for x, labels in bar:
-            x = x.to(device, non_blocking=True)
-            labels = labels.to(device)
-            b, k = x.shape[:2]
-            if labels.dim() == 1:  # one label per track: the same for each of its k views
-                labels = labels[:, None].expand(b, k)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                # views laid out [view 0 of every item; view 1 of every item; ...]
-                emb = net(x.transpose(0, 1).reshape(b * k, *x.shape[2:]))
-                flat = labels.transpose(0, 1).reshape(-1)
-                if params.loss == "triplet":
-                    loss = loss_fn(emb.float(), flat)
-                elif params.loss == "supcon":
-                    loss = loss_fn(head(emb).float(), flat)
-                else:
-                    z = head(emb).float()
-                    loss = loss_fn(z[:b], z[b:])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach())
-            count += 1
-            if live is not None and rank == 0:
-                live.log_metric("train/loss", float(loss.detach()))
-                live.next_step()
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        val = validation_accuracy(model, data, device, 256) if rank == 0 else float("nan")
-        state["epoch"] = epoch + 1
-        improved = not math.isnan(val) and val > state["best"]
-        if math.isnan(val) or improved:
-            state["best"] = val if improved else state["best"]
-            state["stale"] = 0
-        else:
-            state["stale"] += 1
-        row = {"epoch": epoch + 1, "loss": total / max(1, count), "val_accuracy": val, "lr": lr}
-        state["history"].append(row)
-        if rank == 0:
-            if live is not None:
-                live.log_metric("epoch", epoch + 1, plot=False)
-                live.log_metric("train/epoch_loss", row["loss"])
-                live.log_metric("val/odd_one_out_accuracy", val)
-                live.log_metric("train/lr", lr)
-            if improved or math.isnan(val) or not (out / "best.pt").exists():
-                checkpoint(out / "best.pt")
-            checkpoint(last)
-            print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val odd-one-out {val:.3f}  lr {lr:.2e}"
-                  + ("  (best)" if improved else ""))
-        if distributed:
-            # every process follows rank 0's early-stopping decision
-            flag = torch.tensor([state["stale"]], device=device)
-            dist.broadcast(flag, 0)
-            state["stale"] = int(flag.item())
-    if rank == 0 and state["stale"] >= tp.patience:
+def save_checkpoint(run: Run, params: Params, path: Path) -> None:
+    """The run as it stands: the model to embed with, and all that resuming needs."""
+    checkpoint.save({
+        "model_name": params.model, "model_params": dataclasses.asdict(params.model_params),
+        "feature_params": dataclasses.asdict(params.features), "loss": params.loss,
+        "seed": params.seed, "ident": run.ident, "model": run.model.state_dict(),
+        "head": run.head.state_dict() if run.head is not None else None,
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(), "rng": torch.get_rng_state(), "state": run.state,
+    }, path)
+
+
+def train_epoch(run: Run, params: Params, data: TrainData, live=None, progress: bool = True) -> float:
+    """One epoch of optimiser steps over this process's share of the batches; the mean loss."""
+    tp, plan, device = params.train, run.plan, run.device
+    epoch, batch = run.state["epoch"], plan.batch
+    order = plan.order(_rng(params.seed, epoch, -1))
+    # equal shares of whole batches: DDP needs equal step counts, P x K batches stay whole
+    order = order.reshape(-1, batch)[run.rank::run.world][:plan.steps].ravel()
+    dataset = plan.make(data, params.augment, params.seed, order, epoch, plan.views)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    run.model.train()
+    if run.head is not None:
+        run.head.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+               total=min(len(loader), plan.steps), disable=not progress or run.rank != 0)
+    for x, labels in bar:
+        x = x.to(device, non_blocking=True)
+        labels = labels.to(device)
+        b, k = x.shape[:2]
+        if labels.dim() == 1:  # one label per track: the same for each of its k views
+            labels = labels[:, None].expand(b, k)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+            # views laid out [view 0 of every item; view 1 of every item; ...]
+            emb = run.net(x.transpose(0, 1).reshape(b * k, *x.shape[2:]))
+            flat = labels.transpose(0, 1).reshape(-1)
+            if params.loss == "triplet":
+                loss = run.loss_fn(emb.float(), flat)
+            elif params.loss == "supcon":
+                loss = run.loss_fn(run.head(emb).float(), flat)
+            else:
+                z = run.head(emb).float()
+                loss = run.loss_fn(z[:b], z[b:])
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        total += float(loss.detach())
+        count += 1
+        if live is not None and run.rank == 0:
+            live.log_metric("train/loss", float(loss.detach()))
+            live.next_step()
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(1, count)
+
+
+def end_epoch(run: Run, params: Params, data: TrainData, loss: float, live=None) -> None:
+    """After an epoch: the scheduler's step, validation, early-stopping count, logs, checkpoints."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    state, epoch = run.state, run.state["epoch"]
+    val = validation_accuracy(run.model, data, run.device, 256) if run.rank == 0 else float("nan")
+    state["epoch"] = epoch + 1
+    improved = not math.isnan(val) and val > state["best"]
+    if math.isnan(val) or improved:
+        state["best"] = val if improved else state["best"]
+        state["stale"] = 0
+    else:
+        state["stale"] += 1
+    row = {"epoch": epoch + 1, "loss": loss, "val_accuracy": val, "lr": lr}
+    state["history"].append(row)
+    if run.rank == 0:
+        if live is not None:
+            live.log_metric("epoch", epoch + 1, plot=False)
+            live.log_metric("train/epoch_loss", row["loss"])
+            live.log_metric("val/odd_one_out_accuracy", val)
+            live.log_metric("train/lr", lr)
+        if improved or math.isnan(val) or not (run.out / "best.pt").exists():
+            save_checkpoint(run, params, run.out / "best.pt")
+        save_checkpoint(run, params, run.out / "last.pt")
+        print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val odd-one-out {val:.3f}  lr {lr:.2e}"
+              + ("  (best)" if improved else ""))
+    if run.world > 1:
+        # every process follows rank 0's early-stopping decision
+        flag = torch.tensor([state["stale"]], device=run.device)
+        dist.broadcast(flag, 0)
+        state["stale"] = int(flag.item())
+
+
+def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
+        progress: bool = True) -> TrainResult:
+    """Train the configured model; write `last.pt` and `best.pt` under `out_dir`.
+
+    Resumes from `out_dir/last.pt` when it was written by a run of the same settings.
+    """
+    tp = params.train
+    run = setup(params, data, out_dir)
+    while run.state["epoch"] < tp.epochs and run.state["stale"] < tp.patience:
+        loss = train_epoch(run, params, data, live, progress)
+        end_epoch(run, params, data, loss, live)
+    if run.rank == 0 and run.state["stale"] >= tp.patience:
         print(f"early stop: no validation gain for {tp.patience} epochs")
-    return TrainResult(state["history"], model)
+    return TrainResult(run.state["history"], run.model)

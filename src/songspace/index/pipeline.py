@@ -28,12 +28,9 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
     the tracks splits_csv marks `train`. Tracks without segments (skipped as undecodable by
     the features stage) are not indexed. device: cpu, cuda or auto (cuda when available).
     """
-    import torch
-
     from songspace import embed, features, models
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(embed.select_device(device))
 
     ip = params.index
     distance, scaler, chosen = resolve_cell(ip.distance, ip.scaler, eval_json)

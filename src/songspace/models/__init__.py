@@ -128,6 +128,17 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
             for factor, ps in sorted(groups.items(), reverse=True)]
 
 
+class ProjectionHead(nn.Module):
+    """SimCLR projection head (dim -> dim -> out), used only during contrastive training."""
+
+    def __init__(self, dim: int, out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
