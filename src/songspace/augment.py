@@ -78,8 +78,6 @@ BAND_LIMIT_RESAMPLER = dict(
 # A pitch ratio 2**(semitones / 12) is approximated by a fraction p/q (q as small as possible)
 # within this many cents, keeping the resampling step cheap; 0.5 cent is far below hearing.
 PITCH_TOLERANCE_CENTS = 0.5
-# Log-mel floor below the peak, as in features.py.
-TOP_DB = 80.0
 
 
 class AugmentError(UserError, ValueError):
@@ -446,15 +444,10 @@ def validate(params: AugmentParams) -> AugmentParams:
 
 
 def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
-    """Log-mel power in dB (80 dB floor below the peak): `(samples,)` -> `(n_mels, frames)`."""
-    import torchaudio
+    """The `db` front end's log-mel: `(samples,)` -> `(n_mels, frames)`."""
+    from songspace import features  # features imports this module for its cached views
 
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=fp.sample_rate, n_fft=fp.n_fft, hop_length=fp.hop_length,
-        n_mels=fp.n_mels, f_min=fp.f_min, f_max=fp.f_max, power=2.0,
-    )
-    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=TOP_DB)
-    return to_db(mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))).numpy()
+    return features.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
 
 
 def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:
