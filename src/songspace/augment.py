@@ -336,9 +336,7 @@ def time_mask(
 
     spec `(..., n_mels, frames)` -> same shape and dtype; each item is masked with probability `p`.
     """
-    x = _items(spec)
-    starts, widths = _draw_bands(x.shape[0], count, max_frames, x.shape[2], p, generator, x)
-    return _fill_bands(x, starts, widths, axis=2).reshape(spec.shape)
+    return _mask_bands(spec, max_frames, count, generator, p, axis=2)
 
 
 def freq_mask(
@@ -348,9 +346,15 @@ def freq_mask(
 
     spec `(..., n_mels, frames)` -> same shape and dtype; each item is masked with probability `p`.
     """
+    return _mask_bands(spec, max_bins, count, generator, p, axis=1)
+
+
+def _mask_bands(spec: torch.Tensor, max_width: int, count: int, generator: torch.Generator, p: float,
+                axis: int) -> torch.Tensor:
+    """`count` bands of up to `max_width` along `axis` (1: mel bins, 2: frames) set to the mean."""
     x = _items(spec)
-    starts, widths = _draw_bands(x.shape[0], count, max_bins, x.shape[1], p, generator, x)
-    return _fill_bands(x, starts, widths, axis=1).reshape(spec.shape)
+    starts, widths = _draw_bands(x.shape[0], count, max_width, x.shape[axis], p, generator, x)
+    return _fill_bands(x, starts, widths, axis=axis).reshape(spec.shape)
 
 
 def _random_noise(spec: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:

@@ -96,16 +96,11 @@ def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, pa
     return result, {"quartets": quartets, "odd": odd, "labels": labels}
 
 
-def run(
-    model_train,
-    model_test,
-    baselines: dict[str, tuple[np.ndarray, np.ndarray]],
-    quartets,
-    odd,
-    test_labels,
-    params: EvaluateParams,
-    seed: int,
-) -> dict:
+Baselines = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (train (n_train, f), test (n_test, f))
+
+
+def run(model_train, model_test, baselines: Baselines, quartets, odd, test_labels,
+        params: EvaluateParams, seed: int) -> dict:
     """The whole evaluation: the content of metrics/eval.json.
 
     model_train (n_train, d) and model_test (n_test, d): the learned embeddings of the
@@ -172,18 +167,9 @@ def best_cell(result: dict) -> tuple[str | None, str | None]:
     return head.get("best_distance", head.get("distance")), head.get("best_scaler", head.get("scaler"))
 
 
-def evaluate_and_plot(
-    model_train,
-    model_test,
-    baselines: dict[str, tuple[np.ndarray, np.ndarray]],
-    quartets,
-    odd,
-    test_labels,
-    params: EvaluateParams,
-    seed: int,
-    metrics_path: str | Path = "metrics/eval.json",
-    plots_dir: str | Path = "plots",
-) -> dict:
+def evaluate_and_plot(model_train, model_test, baselines: Baselines, quartets, odd, test_labels,
+                      params: EvaluateParams, seed: int, metrics_path: str | Path = "metrics/eval.json",
+                      plots_dir: str | Path = "plots") -> dict:
     """`run`, then write metrics_path (JSON) and the plots; returns the result.
 
     Writes in plots_dir: grid.png (accuracy per cell), grid.csv (the same, tidy, for

@@ -99,18 +99,22 @@ def _head(in_features: int, sizes: tuple[int, ...], activation: type[nn.Module])
     return layers
 
 
-def build_cnn(params: ModelParams, n_mels: int, frames: int) -> ConvNet:
-    """model1-model5: `(batch, 1, n_mels, frames)` -> `(batch, embedding_dim)`."""
+def _conv_blocks(params: ModelParams, after_conv) -> list[nn.Module]:
+    """One block per entry of params.channels: a same-padded convolution, `after_conv(channels)`
+    (activation, normalisation), then the block pooling."""
     _check(params)
     layers: list[nn.Module] = []
     in_channels = 1
     for out_channels in params.channels:
-        layers += [
-            nn.Conv2d(in_channels, out_channels, params.kernel, padding="same"),
-            nn.ReLU(),
-            *_pool(params.block_pool),
-        ]
+        layers += [nn.Conv2d(in_channels, out_channels, params.kernel, padding="same"),
+                   *after_conv(out_channels), *_pool(params.block_pool)]
         in_channels = out_channels
+    return layers
+
+
+def build_cnn(params: ModelParams, n_mels: int, frames: int) -> ConvNet:
+    """model1-model5: `(batch, 1, n_mels, frames)` -> `(batch, embedding_dim)`."""
+    layers = _conv_blocks(params, lambda c: [nn.ReLU()])
     layers += [*_pool(params.pool), nn.Dropout2d(params.dropout)]
     flat = math.prod(feature_shape(params, n_mels, frames))
     return ConvNet(nn.Sequential(*layers), nn.Sequential(*_head(flat, params.fc, nn.ReLU)))
@@ -118,17 +122,7 @@ def build_cnn(params: ModelParams, n_mels: int, frames: int) -> ConvNet:
 
 def build_cnn_bn(params: ModelParams, n_mels: int, frames: int) -> ConvNet:
     """model6: `(batch, 1, n_mels, frames)` -> `(batch, embedding_dim)`."""
-    _check(params)
-    layers: list[nn.Module] = []
-    in_channels = 1
-    for out_channels in params.channels:
-        layers += [
-            nn.Conv2d(in_channels, out_channels, params.kernel, padding="same"),
-            nn.BatchNorm2d(out_channels),
-            nn.LeakyReLU(),
-            *_pool(params.block_pool),
-        ]
-        in_channels = out_channels
+    layers = _conv_blocks(params, lambda c: [nn.BatchNorm2d(c), nn.LeakyReLU()])
     layers += _pool(params.pool)
     flat = math.prod(feature_shape(params, n_mels, frames))
     head = [nn.Dropout(params.dropout), *_head(flat, params.fc, nn.LeakyReLU)]
