@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from songspace import config, errors, groundtruth, ingest
 
@@ -29,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         annotations = None
         if p.data.quartets:
             aliases_csv = Path(args.tracks).with_name("aliases.csv")
-            aliases = (pd.read_csv(aliases_csv, dtype=str, keep_default_na=False)
-                       if aliases_csv.exists() else None)
+            aliases = ingest.read_aliases(aliases_csv) if aliases_csv.exists() else None
             path = ingest.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
             annotations = groundtruth.parse_quartets(
                 groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from songspace import config, features
+from songspace import config, features, groundtruth, ingest
 from tests.conftest import write_tone
 
 LABEL_FREQS = {"low": (220.0, 330.0), "high": (1760.0, 2637.0)}
@@ -35,11 +35,11 @@ def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[co
             path = write_tone(root / "audio" / f"{label}{i}.wav", freqs=f, seconds=1.5, seed=i)
             rows.append({"track_id": f"{label}{i}", "path": str(path), "label": label, "duration_s": 1.5})
     tracks = pd.DataFrame(rows)
-    tracks.to_csv(root / "tracks.csv", index=False)
+    ingest.write_tracks(tracks, root / "tracks.csv")
     split = {t: ("val" if int(t[-1]) >= tracks_per_label - 2 else "train") for t in tracks["track_id"]}
     gt = root / "groundtruth"
     gt.mkdir()
-    pd.DataFrame({"track_id": list(split), "split": list(split.values())}).to_csv(gt / "splits.csv", index=False)
+    groundtruth.write_splits(pd.DataFrame({"track_id": list(split), "split": list(split.values())}), gt / "splits.csv")
     train = [t for t, s in split.items() if s == "train"]
     val = [t for t, s in split.items() if s == "val"]
     lab = dict(zip(tracks["track_id"], tracks["label"]))
@@ -49,7 +49,7 @@ def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[co
         p = rng.choice([t for t in train if lab[t] == lab[a] and t != a])
         n = rng.choice([t for t in train if lab[t] != lab[a]])
         trip.append((a, p, n))
-    pd.DataFrame(trip, columns=["anchor", "positive", "negative"]).to_csv(gt / "train_triplets.csv", index=False)
+    groundtruth.write_triplets(pd.DataFrame(trip, columns=list(groundtruth.TRIPLET_COLUMNS)), gt / "train_triplets.csv")
     quartets = []
     for _ in range(params.groundtruth.val_quartets):
         a = rng.choice(val)
@@ -57,7 +57,7 @@ def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[co
         odd = rng.choice([t for t in val if lab[t] != lab[a]])
         songs = list(rng.permutation([a, b, odd]))
         quartets.append((*songs, odd))
-    pd.DataFrame(quartets, columns=["song1", "song2", "song3", "odd"]).to_csv(gt / "val_quartets.csv", index=False)
+    groundtruth.write_quartets(pd.DataFrame(quartets, columns=list(groundtruth.QUARTET_COLUMNS)), gt / "val_quartets.csv")
     spectra, _ = features.extract_library(tracks, params.features, workers=1, progress=False)
     features.save(root / "features", spectra)
     views, vindex, _ = features.extract_views(tracks[tracks["track_id"].isin(train)], params.features,

@@ -406,7 +406,7 @@ def write(lib: Ingested, out_dir: str | Path, reports_dir: str | Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
     write_tracks(lib.tracks, out_dir / "tracks.csv")
-    lib.aliases.to_csv(out_dir / "aliases.csv", index=False)
+    write_aliases(lib.aliases, out_dir / "aliases.csv")
     lib.skipped.to_csv(reports_dir / "skipped.csv", index=False, quoting=csv.QUOTE_MINIMAL)
     with (reports_dir / "ingest.json").open("w") as f:
         json.dump(lib.report, f, indent=2)
@@ -444,6 +444,17 @@ def summary(lib: Ingested) -> str:
     channels = ", ".join(f"{k} x{v}" for k, v in r["channels"].items())
     lines.append(f"  sample rates: {rates}; channels: {channels}")
     return "\n".join(lines)
+
+
+def write_aliases(aliases: pd.DataFrame, path: str | Path) -> Path:
+    """aliases.csv (`ALIAS_COLUMNS`): paths of byte-identical copies -> the track kept."""
+    aliases.to_csv(path, index=False)
+    return Path(path)
+
+
+def read_aliases(path: str | Path) -> pd.DataFrame:
+    """An aliases.csv written by `write_aliases`, as text."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def write_tracks(tracks: pd.DataFrame, path: str | Path) -> Path:

@@ -69,7 +69,10 @@ def read_report(path: str | Path) -> dict:
 
 
 def _write(table: pd.DataFrame, columns: tuple[str, ...], path: str | Path) -> Path:
-    table[list(columns)].to_csv(path, index=False)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: the table lacks column(s) {', '.join(missing)}")
+    table.to_csv(path, index=False)
     return Path(path)
 
 
