@@ -2,7 +2,7 @@
 (and on a real library's quartets.csv when given).
 
     python benchmarks/splits.py                       # the two designs, 212 songs, 3000 quartets
-    python benchmarks/splits.py --library /work/devmusic   # also tracks.csv + quartets.csv there
+    python benchmarks/splits.py --library /tmp/devmusic   # also tracks.csv + quartets.csv there
 
 random: each quartet is three songs drawn uniformly. clustered: the songs carry 12 labels in
 4 clusters of 3; a quartet draws a cluster, two songs of one of its labels and one of another
