@@ -210,8 +210,6 @@ def bench_queries(base: np.ndarray, source: str, n_synthetic: int = 1_000_000, n
     Medians are over single queries (brute force: the first `brute_timed`; HNSW: `n_queries`),
     not over repeats: one run builds the HNSW index once (minutes at a million vectors).
     """
-    from songspace import index
-
     # `threads` limits numpy's BLAS as well as faiss's OpenMP, so both sides get the same cores.
     with threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext():
         res = time_queries(base, n_synthetic=n_synthetic, n_queries=n_queries, seed=seed,

@@ -2,8 +2,6 @@
 and foreign files are named as such."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,6 @@ undecodable names are skipped with a reason; quartet CSV header detection drops 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
