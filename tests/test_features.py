@@ -114,3 +114,19 @@ def test_file_segments_match_the_library_path(tmp_path, tone_file):
     lib = spectra.segments()[0][:]
     one = features.file_segments(path, DB, P)
     assert one.shape == lib.shape and np.allclose(one, lib, atol=0.05)  # float16 storage
+
+
+def test_missing_or_inconsistent_features_are_user_errors(tmp_path, tone_file):
+    """A stage given no features, or a track table that does not fit the array, ends with one
+    line naming the file (errors.run_stage), not a traceback."""
+    from songspace import errors
+
+    with pytest.raises(features.FeatureError, match="db.npy: no such feature file"):
+        features.load_spectra(tmp_path / "none")
+    tracks = pd.DataFrame({"track_id": ["x"], "path": [str(tone_file("x.wav", seconds=2.0))]})
+    spectra, _ = features.extract_library(tracks, P, workers=1, progress=False)
+    features.save(tmp_path / "f", spectra)
+    np.save(tmp_path / "f" / "db.npy", np.asarray(spectra.array)[:-5])  # cut short
+    with pytest.raises(features.FeatureError, match="db.csv: its tracks span 126 frames but"):
+        features.load_spectra(tmp_path / "f")
+    assert errors.run_stage(lambda: features.load_spectra(tmp_path / "f"), "train") == 2

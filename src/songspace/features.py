@@ -32,11 +32,16 @@ from tqdm import tqdm
 
 from . import audio
 from .config import AugmentParams, FeatureParams
+from .errors import UserError
 from .models import musicnn
 
 TOP_DB = 80.0
 FRONTENDS = ("db", "musicnn")
 STORE_DTYPE = np.float16  # log-mel values are far coarser than float16's 11-bit mantissa
+
+
+class FeatureError(UserError):
+    """Stored features that are missing, or whose files disagree with each other."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def frontend(name: str, params: FeatureParams) -> Frontend:
         # fixed by the pretrained weights
         return Frontend("musicnn", musicnn.SAMPLE_RATE, musicnn.HOP_LENGTH, musicnn.N_MELS,
                         musicnn.WINDOW_FRAMES)
-    raise ValueError(f"front end '{name}' is unknown; choose one of: {', '.join(FRONTENDS)}")
+    raise FeatureError(f"front end '{name}' is unknown; choose one of: {', '.join(FRONTENDS)}")
 
 
 @lru_cache(maxsize=8)
@@ -328,13 +333,13 @@ def load_spectra(out_dir: str | Path, frontend_name: str = "db", params: Feature
     files = [out / f"{frontend_name}.{ext}" for ext in ("npy", "csv", "params.json")]
     for f in files:
         if not f.exists():
-            raise FileNotFoundError(f"{f}: no such feature file (run `dvc repro features`)")
+            raise FeatureError(f"{f}: no such feature file (run `dvc repro features`)")
     meta = json.loads(files[2].read_text())
     stored = FeatureParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["features"].items()})
     array = np.load(files[0], mmap_mode="r" if mmap else None)
     table = pd.read_csv(files[1], dtype={"track_id": str})
     if len(table) and int(table["start"].iloc[-1] + table["frames"].iloc[-1]) != len(array):
-        raise ValueError(f"{files[1]}: its tracks span {int(table['start'].iloc[-1] + table['frames'].iloc[-1])} "
+        raise FeatureError(f"{files[1]}: its tracks span {int(table['start'].iloc[-1] + table['frames'].iloc[-1])} "
                          f"frames but {files[0]} holds {len(array)}")
     params = params or stored
     return Spectra(array, table, frontend(frontend_name, params), params)
@@ -436,5 +441,5 @@ def load_views(out_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     array = np.load(out / "views.npy", mmap_mode="r")
     index = pd.read_csv(out / "views.csv", dtype={"track_id": str})
     if len(index) != len(array):
-        raise ValueError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
+        raise FeatureError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
     return array, index
