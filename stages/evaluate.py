@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from songspace import config, embed, errors, evaluate, features, groundtruth, ingest, models
+from songspace.models import musicnn
 
 
 def main() -> None:
@@ -42,15 +43,23 @@ def main() -> None:
     segments, index = spectra.segments(train_ids + test_ids)
     print(f"embedding {len(train_ids)} training and {len(test_ids)} test tracks ({len(index)} segments) "
           f"with {meta['model_name']}")
-    model_train = embed.embed_tracks(model, segments, index, train_ids, progress=True)
-    model_test = embed.embed_tracks(model, segments, index, test_ids, progress=True)
-
     # The same network, untrained: what the architecture gives before any learning.
     torch.manual_seed(params.seed + 1)
     random_net = embed.build(meta["model_name"], meta["model_params"], meta["feature_params"],
                              float(model.mean), float(model.std)).eval()
-    baselines = {"random_weights": (embed.embed_tracks(random_net, segments, index, train_ids),
-                                    embed.embed_tracks(random_net, segments, index, test_ids))}
+    known = {}
+    if model.trunk_frozen:
+        # one pass through the fixed trunk serves the model, its untrained head and, when the trunk
+        # is a pretrained baseline's network, that baseline (its first 200 outputs)
+        trunk = embed.embed_segments(embed.Trunk(model), segments, batch_size=64, progress=True)
+        emb, random_emb = (embed.apply_head(net, trunk) for net in (model, random_net))
+        known[meta["model_params"].pretrained] = trunk[:, :musicnn.PENULTIMATE_UNITS]
+    else:
+        emb = embed.embed_segments(model, segments, progress=True)
+        random_emb = embed.embed_segments(random_net, segments)
+    model_train, model_test = (embed.track_means(emb, index, ids) for ids in (train_ids, test_ids))
+    baselines = {"random_weights": tuple(embed.track_means(random_emb, index, ids)
+                                         for ids in (train_ids, test_ids))}
     db_segments, db_index = features.load_spectra(args.features, "db", params.features).segments(
         train_ids + test_ids)
     code = {t: i for i, t in enumerate(pd.unique(db_index["track_id"]))}
@@ -58,7 +67,8 @@ def main() -> None:
     baselines.update(evaluate.handcrafted_baselines(
         db_segments[:], seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
     baselines.update(evaluate.pretrained_baselines(
-        features.load_spectra(args.features, "musicnn", params.features), train_ids, test_ids))
+        features.load_spectra(args.features, "musicnn", params.features), train_ids, test_ids,
+        known=known))
 
     result = evaluate.evaluate_and_plot(
         model_train, model_test, baselines, quartets, odd, tracks.loc[test_ids, "label"].to_numpy(),

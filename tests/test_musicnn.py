@@ -171,7 +171,7 @@ def test_training_step_moves_only_what_is_not_frozen(freeze):
     _train_step(net)
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert "head.weight" in changed
+    assert any(k.startswith("head.") and k.endswith(".weight") for k in changed)
     frontend = {k for k in before if k.startswith("backbone.frontend.")}
     rest = {k for k in before if k.startswith(("backbone.midend.", "backbone.backend."))}
     if freeze == "backbone":
@@ -181,6 +181,26 @@ def test_training_step_moves_only_what_is_not_frozen(freeze):
         assert "backbone.midend.layers.0.conv.weight" in changed
     else:
         assert "backbone.frontend.timbral.0.conv.weight" in changed
+
+
+@pytest.mark.parametrize("head_hidden,band_stats", [(0, False), (0, True), (24, False), (24, True)])
+def test_head_sees_the_penultimate_layer_and_optionally_band_statistics(head_hidden, band_stats):
+    params = dataclasses.replace(PARAMS.models["musicnn_msd"], head_hidden=head_hidden, band_stats=band_stats)
+    net = models.build(params, musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()
+    x = _reference_input()[:3]
+    with torch.no_grad():
+        trunk, emb = net.trunk(x).numpy(), net(x)
+    assert trunk.shape == (3, net.trunk_dim) and emb.shape == (3, params.embedding_dim)
+    assert np.abs(trunk[:, :200] - REFERENCE["MSD_musicnn/penultimate"][:3]).max() <= 1e-3
+    if band_stats:
+        bands = x[:, 0].numpy().astype(np.float64)     # (3, 96, frames)
+        np.testing.assert_allclose(trunk[:, 200:296], bands.mean(2), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(trunk[:, 296:], bands.std(2), rtol=1e-5, atol=1e-5)
+    else:
+        assert net.trunk_dim == 200
+    # a plain linear head keeps the state-dict names of earlier checkpoints
+    assert ("head.weight" in net.state_dict()) == (head_hidden == 0 and not band_stats)
+    assert net.trunk_frozen == (params.freeze == "backbone")
 
 
 def test_frozen_parts_stay_in_eval_mode():

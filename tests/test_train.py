@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -6,10 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from songspace import config, embed, train
+from songspace import augment, config, embed, evaluate, features, train
 from tests.tiny import TINY_PARAMS, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,3 +245,71 @@ def test_dvclive_curves_continue_after_a_killed_run_resumes(project, tmp_path):
     assert steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:]))  # never back to step 0
     val = (tmp_path / "live" / "plots" / "metrics" / "val" / "odd_one_out_accuracy.tsv").read_text()
     assert len(val.splitlines()) - 1 >= epochs - killed_at + 1  # the first run's epochs are still there
+
+
+# ---------------------------------------------------------------- a frozen trunk, cached
+
+
+MUSICNN_HEAD = {"arch": "musicnn", "pretrained": "MSD_musicnn", "freeze": "backbone", "head_hidden": 16,
+                "band_stats": True, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def musicnn_project(project):
+    params, paths = project
+    tracks = pd.read_csv(paths["tracks"], dtype=str)
+    spectra, _ = features.extract_library(tracks, params.features, "musicnn", workers=1, progress=False)
+    features.save(paths["features"], spectra)
+    raw = {**TINY_PARAMS, "model": "head", "models": {"head": MUSICNN_HEAD},
+           "train": {**TINY_PARAMS["train"], "epochs": 2, "steps_per_epoch": 3, "cached_segments": 2,
+                     "labels_per_batch": 2, "tracks_per_label": 4},
+           "augment": {"views": 0, "view_p": 0.0, **{name: {"p": 0.0} for name in augment.SPECTROGRAM_AUGMENTATIONS}}}
+    data = train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], frontend="musicnn")
+    return config.from_dict(raw), data
+
+
+def test_a_frozen_trunk_is_computed_once_and_only_the_head_trains(musicnn_project, tmp_path):
+    params, data = musicnn_project
+    result = train.fit(params, data, tmp_path, progress=False)
+    cache = data.trunk_cache
+    assert cache is not None and cache.train.shape[1] == 200 + 2 * 96
+    # 1.5 s tracks fit one 3 s musicnn segment: one cached row per training track, in track order
+    assert [len(r) for r in cache.rows] == [1] * len(data.train_tracks)
+    model, _ = embed.load_checkpoint(tmp_path / "last.pt")
+    fresh = embed.build(params.model, params.model_params, params.features)
+    trained, untouched = model.state_dict(), fresh.state_dict()
+    changed = {k for k in trained if not torch.equal(trained[k], untouched[k])}
+    assert changed and all(k.startswith("backbone.head.") for k in changed)
+    assert result.history[-1]["val_accuracy"] == pytest.approx(
+        train.validation_accuracy(model, dataclasses.replace(data, trunk_cache=None), "cpu", 8))
+    # the head on cached trunk outputs gives the whole network's embeddings
+    windows, _ = data.spectra.segments(data.train_tracks[:3])
+    whole = embed.embed_segments(model, windows)
+    via_trunk = embed.apply_head(model, embed.embed_segments(embed.Trunk(model), windows))
+    np.testing.assert_allclose(via_trunk, whole, atol=1e-5)
+
+
+def test_trunk_cache_is_off_with_spectrogram_augmentation(musicnn_project, tmp_path, capsys):
+    params, data = musicnn_project
+    raw_aug = dataclasses.replace(params.augment, time_mask=dataclasses.replace(params.augment.time_mask, p=0.5))
+    params = dataclasses.replace(params, augment=raw_aug)
+    train.fit(params, data, tmp_path, progress=False)
+    assert data.trunk_cache is None
+    assert "train.cached_segments is ignored" in capsys.readouterr().out
+
+
+def test_the_frozen_trunk_gives_the_pretrained_baseline_as_evaluate_shares_it(musicnn_project):
+    params, data = musicnn_project
+    model = embed.build(params.model, params.model_params, params.features).eval()
+    train_ids, test_ids = data.train_tracks[:2], data.val_tracks[:2]
+    windows, _ = data.spectra.segments(train_ids + test_ids)
+    trunk = embed.embed_segments(embed.Trunk(model), windows)
+    computed = evaluate.pretrained_baselines(data.spectra, train_ids, test_ids, progress=False)
+    shared = evaluate.pretrained_baselines(data.spectra, train_ids, test_ids, progress=False,
+                                           known={"MSD_musicnn": trunk[:, :200]})
+    for name in ("musicnn_msd", "musicnn_mtt"):
+        for ours, theirs in zip(shared[name], computed[name]):
+            np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    with pytest.raises(ValueError, match="rows"):
+        evaluate.pretrained_baselines(data.spectra, train_ids, test_ids, progress=False,
+                                      known={"MSD_musicnn": trunk[:1, :200]})

@@ -152,6 +152,7 @@ class TrainParams:
     temperature: float = 0.1
     projection_dim: int = 64
     steps_per_epoch: int | None = None
+    cached_segments: int | None = None
     device: str = "auto"
     amp: bool = True
     num_workers: int = 0
@@ -174,6 +175,8 @@ class ModelParams:
     pretrained: str = "MTT_musicnn"   # arch musicnn: the checkpoint in the musicnn wheel
     freeze: str = "none"              # arch musicnn: none | frontend | backbone (no gradient)
     lr_factor: float = 1.0            # arch musicnn: learning-rate factor of the pretrained layers
+    head_hidden: int = 0              # arch musicnn: hidden units of the embedding head (0: linear head)
+    band_stats: bool = False          # arch musicnn: the head also sees each mel band's mean and std
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.temperature": (0, None, False, True),
     "train.projection_dim": (1, None, True, True),
     "train.steps_per_epoch": (1, None, True, True),
+    "train.cached_segments": (1, None, True, True),
     "train.num_workers": (0, None, True, True),
     "evaluate.minkowski_p": (0, None, False, True),
     "evaluate.bootstrap": (1, None, True, True),
@@ -396,7 +400,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 _PROBABILITIES = ("pitch_shift", "time_stretch", "resample", "noise", "random_mask", "time_mask",
                   "freq_mask")
-_MODEL_RANGES = {"kernel": 1, "block_pool": 1, "pool": 1, "depth": 1, "batch_size": 2, "embedding_dim": 1}
+_MODEL_RANGES = {"kernel": 1, "block_pool": 1, "pool": 1, "depth": 1, "batch_size": 2, "embedding_dim": 1,
+                 "head_hidden": 0}
 
 
 def _in_range(key: str, value: float | None, low, high, low_ok: bool, high_ok: bool) -> None:

@@ -29,6 +29,34 @@ class Embedder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - self.mean) / self.std)
 
+    @property
+    def trunk_frozen(self) -> bool:
+        """Whether the backbone splits into a fixed trunk and a trainable head (`Trunk`, `Head`)."""
+        return bool(getattr(self.backbone, "trunk_frozen", False))
+
+
+class Trunk(torch.nn.Module):
+    """The fixed part of an embedder whose `trunk_frozen`: log-mel segments -> the head's input."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedder
+        return e.backbone.trunk((x - e.mean) / e.std)
+
+
+class Head(torch.nn.Module):
+    """The trainable part of an embedder whose `trunk_frozen`: `Trunk` outputs -> embeddings."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedder.backbone.head(x)
+
 
 def build(model_name: str, model_params: ModelParams, feature_params: FeatureParams,
           mean: float = 0.0, std: float = 1.0) -> Embedder:
@@ -80,6 +108,15 @@ def embed_segments(model: torch.nn.Module, segments: np.ndarray, batch_size: int
         dim = getattr(model, "embedding_dim", 128)
         return np.zeros((0, dim), np.float32)
     return np.concatenate(out)
+
+
+def apply_head(model: Embedder, trunk_out: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Embeddings `(n, d)` float32 from the outputs `(n, trunk_dim)` of a `trunk_frozen` model's
+    trunk (`Trunk`), in eval mode, no grad."""
+    model.eval()
+    head, x = Head(model), torch.from_numpy(np.asarray(trunk_out, np.float32))
+    with torch.no_grad():
+        return torch.cat([head(part) for part in x.split(batch_size)] or [head(x)]).float().numpy()
 
 
 def track_means(segment_emb: np.ndarray, index: pd.DataFrame, track_ids: list[str]) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
@@ -47,6 +48,8 @@ class TrainData:
     val_odd: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     # ground truth left out because a track has no features (skipped as undecodable)
     dropped: dict = field(default_factory=dict)
+    # a frozen trunk's outputs, set by `setup` when training draws from them (`cache_trunk`)
+    trunk_cache: TrunkCache | None = None
 
     @property
     def input_stats(self) -> tuple[float, float]:
@@ -60,6 +63,46 @@ class TrainData:
     @property
     def n_labels(self) -> int:
         return len(np.unique(self.train_labels))
+
+
+@dataclass
+class TrunkCache:
+    """Outputs of a model's frozen trunk, computed once per segment: the head trains on these rows
+    instead of crops (identical inputs to the head, without the backbone's cost every step)."""
+
+    train: torch.Tensor                  # (n, trunk_dim) of the training tracks' segments
+    rows: list[np.ndarray]               # per training track: its rows of `train`
+    val: torch.Tensor                    # (m, trunk_dim) of the validation tracks' segments
+    val_index: pd.DataFrame              # per row of `val`: its track_id (`Spectra.segments` index)
+
+
+def cache_trunk(model: embed.Embedder, data: TrainData, params: Params, device,
+                verbose: bool = True) -> TrunkCache | None:
+    """The frozen trunk's outputs for up to `train.cached_segments` segments of each training track
+    (spread over the whole track like `features.segment_starts`) and for the validation tracks'
+    segments; None when the setting is off, the model has no frozen trunk, or spectrogram
+    augmentation / cached views are on (their inputs differ each draw: crops are used then)."""
+    n = params.train.cached_segments
+    if n is None or not model.trunk_frozen:
+        return None
+    aug = params.augment
+    if aug.view_p > 0 or any(getattr(aug, name).p > 0 for name in augment.SPECTROGRAM_AUGMENTATIONS):
+        if verbose:
+            print("train.cached_segments is ignored: spectrogram augmentation or cached views are "
+                  "on, so every draw is a fresh crop through the whole network")
+        return None
+    sp = data.spectra
+    grid = features.Spectra(sp.array, sp.table, sp.fe, dataclasses.replace(sp.params, max_segments=n))
+    trunk = embed.Trunk(model)
+    windows, index = grid.segments(data.train_tracks)
+    if verbose:
+        print(f"frozen trunk: computing its outputs for {len(index)} training segments once")
+    train = embed.embed_segments(trunk, windows, batch_size=64, device=device, progress=verbose)
+    by_track = features.rows_by_track(index)
+    vwindows, vindex = sp.segments(data.val_tracks)
+    val = embed.embed_segments(trunk, vwindows, batch_size=64, device=device)
+    return TrunkCache(torch.from_numpy(train), [by_track[t] for t in data.train_tracks],
+                      torch.from_numpy(val), vindex)
 
 
 def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
@@ -119,7 +162,11 @@ def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
 
 def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams) -> torch.Tensor:
     """One training input `(1, n_mels, frames)` of a track, spectrogram-augmented: a cached
-    augmented view with probability `aug.view_p`, else a crop starting anywhere in the track."""
+    augmented view with probability `aug.view_p`, else a crop starting anywhere in the track.
+    With a trunk cache: the trunk's output `(trunk_dim,)` of one of the track's cached segments."""
+    if data.trunk_cache is not None:
+        rows = data.trunk_cache.rows[track]
+        return data.trunk_cache.train[int(rows[rng.integers(len(rows))])]
     rows = data.view_rows[track]
     if len(rows) and rng.random() < aug.view_p:
         spec = np.array(data.views[int(rows[rng.integers(len(rows))])], dtype=np.float32)
@@ -179,7 +226,7 @@ class TrackSamples(_Samples):
 
 # The code a run's result depends on: a change in any of these starts training afresh.
 _TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py",
-                  "models/__init__.py", "models/cnn.py", "models/resnet.py")
+                  "models/__init__.py", "models/cnn.py", "models/resnet.py", "models/musicnn.py")
 
 
 def run_identity(params: Params, data: TrainData) -> str:
@@ -226,6 +273,13 @@ def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_s
     """Odd-one-out accuracy (cosine) of the validation quartets; NaN without validation data."""
     if len(data.val_quartets) == 0:
         return float("nan")
+    cache = data.trunk_cache
+    if cache is not None:
+        model.eval()
+        with torch.no_grad():
+            emb = embed.Head(model)(cache.val.to(device)).float().cpu().numpy()
+        emb = embed.track_means(emb, cache.val_index, data.val_tracks)
+        return float(evaluate.odd_one_out_accuracy(emb, data.val_quartets, data.val_odd, "cosine"))
     segments, index = data.spectra.segments(data.val_tracks)
     emb = embed.embed_tracks(model, segments, index, data.val_tracks, batch_size=batch_size,
                              device=device)
@@ -354,6 +408,7 @@ def setup(params: Params, data: TrainData, out_dir: str | Path) -> Run:
     # musicnn reads its own front end as it was trained; the others a standardised log-mel
     mean, std = data.input_stats if models.input_frontend(params.model_params) == "db" else (0.0, 1.0)
     model = embed.build(params.model, params.model_params, params.features, mean, std).to(device)
+    data.trunk_cache = cache_trunk(model, data, params, device, verbose=rank == 0)
     head = None
     groups = models.param_groups(model, tp.lr, tp.weight_decay)
     if params.loss in ("contrastive", "supcon"):
@@ -367,9 +422,11 @@ def setup(params: Params, data: TrainData, out_dir: str | Path) -> Run:
     run = Run(model, model, head, loss_fn, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp),
               plan, device, use_amp, run_identity(params, data), out, rank, world)
     _resume(run, params)
+    if data.trunk_cache is not None:
+        run.net = embed.Head(model)  # steps feed the cached trunk outputs to the head alone
     if world > 1:
         run.net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            run.net, device_ids=[device.index] if device.type == "cuda" else None)
     return run
 
 

@@ -76,11 +76,14 @@ PRETRAINED_BASELINES = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicn
 
 
 def pretrained_baselines(spectra, train_tracks: list[str], test_tracks: list[str],
-                         batch_size: int = 64, progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                         batch_size: int = 64, progress: bool = True,
+                         known: dict[str, np.ndarray] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The pretrained musicnn embeddings, no training: the 200-d penultimate layer, mean over each
     track's segments, for the MSD and MTT checkpoints: name -> (train (n_train, 200), test).
 
-    spectra: `features.Spectra` of the `musicnn` front end.
+    spectra: `features.Spectra` of the `musicnn` front end. known: checkpoint -> its penultimate
+    outputs already computed for `spectra.segments(train_tracks + test_tracks)`, row for row
+    (that checkpoint is then not run again).
     """
     from songspace import embed
     from songspace.models import musicnn
@@ -88,8 +91,12 @@ def pretrained_baselines(spectra, train_tracks: list[str], test_tracks: list[str
     windows, index = spectra.segments(list(train_tracks) + list(test_tracks))
     out = {}
     for name, checkpoint in PRETRAINED_BASELINES.items():
-        net = musicnn.Penultimate(musicnn.load_pretrained(checkpoint)).eval()
-        emb = embed.embed_segments(net, windows, batch_size=batch_size, progress=progress)
+        emb = (known or {}).get(checkpoint)
+        if emb is None:
+            net = musicnn.Penultimate(musicnn.load_pretrained(checkpoint)).eval()
+            emb = embed.embed_segments(net, windows, batch_size=batch_size, progress=progress)
+        elif len(emb) != len(index):
+            raise ValueError(f"known {checkpoint} outputs: {len(emb)} rows for {len(index)} segments")
         out[name] = (embed.track_means(emb, index, list(train_tracks)),
                      embed.track_means(emb, index, list(test_tracks)))
     return out

@@ -326,31 +326,57 @@ FREEZE = ("none", "frontend", "backbone")
 
 
 class MusicnnEmbedding(nn.Module):
-    """Pretrained musicnn up to its penultimate layer + a new linear embedding head:
+    """Pretrained musicnn up to its penultimate layer + a new embedding head:
     `(batch, 1, 96, frames)` log-mels (`logmel`) -> `(batch, embedding_dim)`.
+
+    `forward(x) = head(trunk(x))`. The trunk is the 200-unit penultimate layer, followed with
+    `band_stats` by each mel band's mean and standard deviation over the segment's frames (the
+    timbre summary that log-mel statistics capture and the tag-trained layers partly discard).
+    The head is a linear layer (`head_hidden` 0), or, with `head_hidden` units, batch-norm
+    standardisation of the trunk's output, a hidden ReLU layer and the linear output; with
+    `band_stats` and no hidden layer, standardisation and the linear output.
 
     `freeze` names the pretrained part that gets no gradient: "none", "frontend" (input batch
     norm and the timbral/temporal filters) or "backbone" (everything but the head). Frozen parts
-    stay in eval mode when the model trains (batch-norm statistics fixed, dropout off).
-    `lr_factor` scales the learning rate of the pretrained layers (`models.param_groups`).
+    stay in eval mode when the model trains (batch-norm statistics fixed, dropout off). With the
+    backbone frozen the trunk is a fixed function, so training may compute it once per segment
+    (`trunk_frozen`, `train.cached_segments`). `lr_factor` scales the learning rate of the
+    pretrained layers (`models.param_groups`).
     """
 
     input_frontend = "musicnn"
     normalise_input = False
 
-    def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0):
+    def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
+                 head_hidden: int = 0, band_stats: bool = False):
         super().__init__()
         if freeze not in FREEZE:
             raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
         if not lr_factor >= 0:
             raise ModelError(f"lr_factor must be >= 0, got {lr_factor}")
+        if head_hidden < 0:
+            raise ModelError(f"head_hidden must be >= 0, got {head_hidden}")
         self.backbone = Musicnn(n_tags=None)
-        self.head = nn.Linear(PENULTIMATE_UNITS, embedding_dim)
+        self.band_stats = bool(band_stats)
+        self.trunk_dim = PENULTIMATE_UNITS + (2 * N_MELS if self.band_stats else 0)
+        if head_hidden == 0 and not self.band_stats:
+            self.head: nn.Module = nn.Linear(self.trunk_dim, embedding_dim)
+        else:
+            layers: list[nn.Module] = [nn.BatchNorm1d(self.trunk_dim, affine=False)]
+            if head_hidden:
+                layers += [nn.Linear(self.trunk_dim, head_hidden), nn.ReLU()]
+            layers.append(nn.Linear(head_hidden or self.trunk_dim, embedding_dim))
+            self.head = nn.Sequential(*layers)
         self.freeze = freeze
         self.lr_factor = float(lr_factor)
         for module in self.frozen_modules():
             module.requires_grad_(False)
         self.train()
+
+    @property
+    def trunk_frozen(self) -> bool:
+        """Whether `trunk` has no trainable part (its output for a segment never changes)."""
+        return self.freeze == "backbone"
 
     def frozen_modules(self) -> list[nn.Module]:
         return {"none": [], "frontend": [self.backbone.frontend], "backbone": [self.backbone]}[self.freeze]
@@ -361,8 +387,16 @@ class MusicnnEmbedding(nn.Module):
             module.eval()
         return self
 
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """`(batch, 1, 96, frames)` -> `(batch, trunk_dim)`: the input of the head."""
+        out = self.backbone.penultimate(x)
+        if self.band_stats:
+            bands = x.flatten(1, -2)  # (batch, 96, frames)
+            out = torch.cat([out, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.penultimate(x))
+        return self.head(self.trunk(x))
 
 
 def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
@@ -376,8 +410,9 @@ def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
                          f"got {n_mels}")
     if frames < 1:
         raise ModelError(f"musicnn needs at least one frame, got {frames}")
-    model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor)
-    if not model.head.weight.is_meta:
+    model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor,
+                             params.head_hidden, params.band_stats)
+    if not next(model.head.parameters()).is_meta:
         load_weights(model.backbone, params.pretrained)
     elif params.pretrained not in CHECKPOINTS:
         raise ModelError(f"pretrained '{params.pretrained}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
