@@ -45,7 +45,7 @@ def main() -> None:
           f"with {meta['model_name']}")
     # The same network, untrained: what the architecture gives before any learning.
     torch.manual_seed(params.seed + 1)
-    random_net = embed.build(meta["model_name"], meta["model_params"], meta["feature_params"],
+    random_net = embed.build(meta["model_params"], meta["feature_params"],
                              float(model.mean), float(model.std)).eval()
     known = {}
     if model.trunk_frozen:

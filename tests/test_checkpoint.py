@@ -31,7 +31,7 @@ def real_checkpoint(tmp_path) -> Path:
     from songspace import config
 
     params = config.from_dict(TINY_PARAMS)
-    model = embed.build(params.model, params.model_params, params.features)
+    model = embed.build(params.model_params, params.features)
     path = tmp_path / "real.pt"
     import dataclasses
     torch.save({"model_name": params.model, "model_params": dataclasses.asdict(params.model_params),

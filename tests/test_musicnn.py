@@ -17,6 +17,7 @@ import torch
 
 from songspace import config, losses, models
 from songspace.models import musicnn, tfcheckpoint
+from songspace.errors import UserError
 from songspace.models.tfcheckpoint import CheckpointError
 
 REFERENCE = np.load(Path(__file__).parent / "data" / "musicnn_reference.npz")
@@ -111,7 +112,7 @@ def test_empty_or_foreign_index_names_the_file(bundle_copy, content):
     with pytest.raises(CheckpointError) as err:
         tfcheckpoint.read_bundle(bundle_copy)
     assert str(index) in str(err.value)
-    assert isinstance(err.value, models.ModelError)
+    assert isinstance(err.value, UserError)   # one line and exit 2 from any stage or the CLI
 
 
 def test_truncated_index_names_the_file(bundle_copy):

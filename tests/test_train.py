@@ -276,7 +276,7 @@ def test_a_frozen_trunk_is_computed_once_and_only_the_head_trains(musicnn_projec
     # 1.5 s tracks fit one 3 s musicnn segment: one cached row per training track, in track order
     assert [len(r) for r in cache.rows] == [1] * len(data.train_tracks)
     model, _ = embed.load_checkpoint(tmp_path / "last.pt")
-    fresh = embed.build(params.model, params.model_params, params.features)
+    fresh = embed.build(params.model_params, params.features)
     trained, untouched = model.state_dict(), fresh.state_dict()
     changed = {k for k in trained if not torch.equal(trained[k], untouched[k])}
     assert changed and all(k.startswith("backbone.head.") for k in changed)
@@ -300,7 +300,7 @@ def test_trunk_cache_is_off_with_spectrogram_augmentation(musicnn_project, tmp_p
 
 def test_the_frozen_trunk_gives_the_pretrained_baseline_as_evaluate_shares_it(musicnn_project):
     params, data = musicnn_project
-    model = embed.build(params.model, params.model_params, params.features).eval()
+    model = embed.build(params.model_params, params.features).eval()
     train_ids, test_ids = data.train_tracks[:2], data.val_tracks[:2]
     windows, _ = data.spectra.segments(train_ids + test_ids)
     trunk = embed.embed_segments(embed.Trunk(model), windows)

@@ -19,7 +19,8 @@ REQUIRED_KEYS = ("model_name", "model_params", "feature_params", "model")
 
 
 class CheckpointError(UserError, ValueError):
-    """A checkpoint file that is missing, unsafe, damaged or not a songspace checkpoint."""
+    """A weights file (a songspace checkpoint, or a TensorFlow bundle of the pretrained musicnn)
+    that is missing, unsafe, damaged or not what it should be."""
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -58,9 +58,9 @@ class Head(torch.nn.Module):
         return self.embedder.backbone.head(x)
 
 
-def build(model_name: str, model_params: ModelParams, feature_params: FeatureParams,
+def build(model_params: ModelParams, feature_params: FeatureParams,
           mean: float = 0.0, std: float = 1.0) -> Embedder:
-    """A fresh embedder for the named model (random weights, or pretrained ones where the model
+    """A fresh embedder for a model's settings (random weights, or pretrained ones where the model
     starts from a pretrained network), for segments of its front end."""
     fe = features.frontend(models.input_frontend(model_params), feature_params)
     backbone = models.build(model_params, fe.n_mels, fe.segment_frames)
@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         model_params = ModelParams(**ckpt["model_params"])
         feature_params = FeatureParams(**ckpt["feature_params"])
-        model = build(ckpt["model_name"], model_params, feature_params)
+        model = build(model_params, feature_params)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -19,6 +19,8 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.utils import distributed as pml_dist
 
+from songspace import config
+
 
 class TripletLoss(torch.nn.Module):
     """Triplet margin loss over `(3B, d)` embeddings laid out as [anchors; positives; negatives]."""
@@ -80,7 +82,8 @@ class SupConLoss(torch.nn.Module):
         return self.loss(embeddings, labels)
 
 
-LOSSES = {"triplet": TripletLoss, "contrastive": ContrastiveLoss, "supcon": SupConLoss}
+# The names are config.LOSSES (params are checked without importing torch); the classes here.
+LOSSES = dict(zip(config.LOSSES, (TripletLoss, ContrastiveLoss, SupConLoss), strict=True))
 
 
 def build(name: str, margin: float = 0.2, mining: str = "none", temperature: float = 0.1,

@@ -407,7 +407,7 @@ def setup(params: Params, data: TrainData, out_dir: str | Path) -> Run:
     torch.manual_seed(params.seed)  # initial weights and dropout: the only users of global RNG
     # musicnn reads its own front end as it was trained; the others a standardised log-mel
     mean, std = data.input_stats if models.input_frontend(params.model_params) == "db" else (0.0, 1.0)
-    model = embed.build(params.model, params.model_params, params.features, mean, std).to(device)
+    model = embed.build(params.model_params, params.features, mean, std).to(device)
     data.trunk_cache = cache_trunk(model, data, params, device, verbose=rank == 0)
     head = None
     groups = models.param_groups(model, tp.lr, tp.weight_decay)

@@ -22,7 +22,7 @@ _HOMES = {
               "recall_at_k", "rescore", "measure_recall", "RECALL_K", "RECALL_SAMPLE", "RECALL_RTOL"),
     "store": ("SongIndex", "LibraryError", "IndexNotFound", "StaleIndex", "UnknownTrack", "FILES",
               "TRACK_TABLE", "FORMAT_VERSION", "resolve_cell", "index_lock", "added_list_path",
-              "read_added", "append_added", "scaler_state", "restore_scaler"),
+              "read_added", "append_added"),
     "pipeline": ("build_from_pipeline",),
     "api": ("Library", "Neighbour", "load_model", "embed_files"),
 }

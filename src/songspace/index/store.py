@@ -34,7 +34,7 @@ from songspace.index import DEFAULT_EVAL_JSON
 from songspace.index.forms import (FORMS, BruteForce, _add, _search, describe_searcher, grid_distance,
                                    index_vectors, measure_recall, new_searcher)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the scaler is refitted on the stored rows `fitted_on`
 FILES = {
     "meta": "meta.json",
     "tracks": "tracks.csv",
@@ -107,22 +107,6 @@ def resolve_cell(distance: str, scaler: str, eval_json: str | Path | None = DEFA
     return d, s, f"{path} headline (best cell)"
 
 
-# ---------------------------------------------------------------- scaler state
-
-
-def scaler_state(scaler) -> dict[str, np.ndarray]:
-    """The fitted attributes of a scikit-learn scaler (`mean_`, `scale_`, ...) as arrays."""
-    return {k: np.asarray(v) for k, v in vars(scaler).items() if k.endswith("_") and not k.startswith("_")}
-
-
-def restore_scaler(name: str, state: dict[str, np.ndarray]):
-    """A scaler `name` with the fitted attributes `state` (from `scaler_state`)."""
-    scaler = scalers.make(name)
-    for k, v in state.items():
-        setattr(scaler, k, v.item() if v.ndim == 0 else v)
-    return scaler
-
-
 # ---------------------------------------------------------------- the index
 
 
@@ -144,6 +128,7 @@ class SongIndex:
     embeddings: np.ndarray
     searcher: object
     meta: dict = field(default_factory=dict)
+    fitted_on: np.ndarray | None = None   # (n,) bool: the rows the scaler and context were fitted on
 
     @property
     def n_tracks(self) -> int:
@@ -198,7 +183,8 @@ class SongIndex:
         ctx = distances.fit_context(distance, fitted.transform(fit_rows.astype(np.float64)), minkowski_p)
         approximate = len(emb) > approximate_above and FORMS[distance][1] != "brute"
         searcher = new_searcher(distance, emb.shape[1], ctx, approximate, hnsw_m, hnsw_ef_search)
-        index = cls(distance, scaler, fitted, ctx, table, emb, searcher)
+        index = cls(distance, scaler, fitted, ctx, table, emb, searcher,
+                    fitted_on=mask if mask.any() else np.ones(len(emb), bool))
         vecs = index.vectors(emb)
         _add(searcher, vecs, progress)
         meta = {
@@ -265,6 +251,7 @@ class SongIndex:
             raise ValueError(f"track_id already in the index: {(clash or list(table['track_id']))[0]}")
         _add(self.searcher, self.vectors(raw), progress)
         self.embeddings = np.concatenate([self.embeddings, raw])
+        self.fitted_on = np.concatenate([self.fitted_on, np.zeros(len(raw), bool)])
         self.tracks = pd.concat([self.tracks, table], ignore_index=True)
         self.meta["n_tracks"] = self.n_tracks
         self.meta["added_tracks"] = int(self.meta.get("added_tracks", 0)) + len(table)
@@ -297,7 +284,8 @@ class SongIndex:
         def put(name: str, write) -> None:
             write(out / FILES[name])
 
-        state = {f"scaler.{k}": v for k, v in scaler_state(self.scaler).items()}
+        # the scaler is stored as the rows it was fitted on: loading fits it again, exactly
+        state = {"fitted_on": np.asarray(self.fitted_on, bool)}
         state.update({f"ctx.{k}": np.asarray(v) for k, v in self.ctx.items()})
         put("embeddings", lambda p: _write_bytes(p, lambda f: np.save(f, self.embeddings)))
         put("state", lambda p: _write_bytes(p, lambda f: np.savez(f, **state)))
@@ -339,7 +327,11 @@ class SongIndex:
         except (OSError, ValueError, KeyError) as err:
             raise IndexNotFound(f"{folder}: unreadable song index ({err}); rebuild it with `dvc repro index`") from None
         distance, scaler_name = meta["distance"], meta["scaler"]
-        scaler = restore_scaler(scaler_name, {k[7:]: v for k, v in state.items() if k.startswith("scaler.")})
+        fitted_on = state.get("fitted_on")
+        if fitted_on is None or fitted_on.shape != (len(embeddings),):
+            raise IndexNotFound(f"{folder}: inconsistent index (no fitted rows for its {len(embeddings)} "
+                                "embeddings); rebuild it with `dvc repro index`")
+        scaler = scalers.fit(scaler_name, embeddings[fitted_on])
         ctx = {k[4:]: (v.item() if v.ndim == 0 else v) for k, v in state.items() if k.startswith("ctx.")}
         kind = FORMS[distance][0]
         if kind == "bool":
@@ -357,7 +349,8 @@ class SongIndex:
                                     "with `dvc repro index`") from None
             if hasattr(searcher, "hnsw"):  # efSearch is a search-time setting, not saved
                 searcher.hnsw.efSearch = int(meta.get("hnsw_ef_search", 128))
-        index = cls(distance, scaler_name, scaler, ctx, tracks, embeddings.astype(np.float32), searcher, meta)
+        index = cls(distance, scaler_name, scaler, ctx, tracks, embeddings.astype(np.float32), searcher, meta,
+                    fitted_on=fitted_on.astype(bool))
         if kind == "bool":
             searcher.add(index.vectors(index.embeddings))
         if searcher.ntotal != len(tracks) or len(embeddings) != len(tracks):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from songspace.models.cnn import ModelError
+from songspace.checkpoint import CheckpointError  # the one error of unreadable weight files
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_BYTES = 48            # two block handles padded to 40 bytes + 8-byte magic
@@ -32,10 +32,6 @@ HEADER_KEY = b""             # the BundleHeaderProto's key
 
 # TensorFlow's DataType enum -> numpy dtype (little-endian), for the types variables use
 DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 9: "<i8", 10: "?", 19: "<f2"}
-
-
-class CheckpointError(ModelError):
-    """A TensorFlow checkpoint is missing, truncated, corrupt or not a tensor bundle."""
 
 
 @dataclass(frozen=True)
