@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from songspace import groundtruth as gt
+from songspace import ingest
 
 SONGS, QUARTETS, LABELS, CLUSTER_LABELS = 212, 3000, 12, 3
 
@@ -92,10 +93,11 @@ def main() -> None:
         q = q.drop_duplicates().reset_index(drop=True)
         _print(f"{name} ({SONGS} songs)", len(q), compare(tracks, q))
     if args.library:
-        lib = pd.read_csv(args.library / "tracks.csv", dtype=str, keep_default_na=False)
-        lib = lib.assign(track_id=lib["path"], group=lib.get("group", ""))
-        q = pd.read_csv(args.library / "quartets.csv", dtype=str)
-        q.columns = list(gt.QUARTET_COLUMNS) + list(q.columns[4:])
+        # the library's own files, read as the pipeline reads a user's labels and judgements
+        lib = ingest.read_labels_csv(args.library / "tracks.csv")
+        lib = lib.assign(track_id=lib["path"])
+        notes = gt.parse_quartets(gt.read_quartet_rows(args.library / "quartets.csv"), gt.track_lookup(lib))
+        q = notes.quartets[list(gt.QUARTET_COLUMNS)]
         _print(f"{args.library} ({len(lib)} songs)", len(q), compare(lib, q))
 
 
