@@ -20,7 +20,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["triplet", "contrastive"])
+@pytest.mark.parametrize("loss", ["triplet", "contrastive", "frozen_trunk"])
 def test_torchrun_two_processes_end_with_identical_weights(tmp_path, loss):
     _, paths = make_project(tmp_path / "data")
     out = tmp_path / "run"

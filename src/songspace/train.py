@@ -541,6 +541,10 @@ def end_epoch(run: Run, params: Params, data: TrainData, loss: float, live=None)
         print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val odd-one-out {val:.3f}  lr {lr:.2e}"
               + ("  (best)" if improved else ""))
     if run.world > 1:
+        # DDP hands rank 0's buffers to every process at each forward, so each process's last
+        # batch-norm update differs; end every epoch with rank 0's, as the checkpoint has them
+        for buffer in run.model.buffers():
+            dist.broadcast(buffer, 0)
         # every process follows rank 0's early-stopping decision
         flag = torch.tensor([state["stale"]], device=run.device)
         dist.broadcast(flag, 0)
