@@ -6,6 +6,8 @@ segments' embeddings.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +119,36 @@ def apply_head(model: Embedder, trunk_out: np.ndarray, batch_size: int = 4096) -
     head, x = Head(model), torch.from_numpy(np.asarray(trunk_out, np.float32))
     with torch.no_grad():
         return torch.cat([head(part) for part in x.split(batch_size)] or [head(x)]).float().numpy()
+
+
+@dataclass
+class TrunkCache:
+    """Outputs of a model's frozen trunk, computed once per segment: the head trains on these rows
+    instead of crops (identical inputs to the head, without the backbone's cost every step)."""
+
+    train: torch.Tensor                  # (n, trunk_dim) of the training tracks' segments
+    rows: list[np.ndarray]               # per training track: its rows of `train`
+    val: torch.Tensor                    # (m, trunk_dim) of the validation tracks' segments
+    val_index: pd.DataFrame              # per row of `val`: its track_id (`Spectra.segments` index)
+
+
+def cache_trunk(model: Embedder, spectra: features.Spectra, train_tracks: list[str],
+                val_tracks: list[str], n: int, device="cpu", verbose: bool = True) -> TrunkCache:
+    """A `trunk_frozen` model's trunk outputs for up to `n` segments of each training track (spread
+    over the whole track like `features.segment_starts`) and for the validation tracks' segments
+    (`spectra`'s own settings)."""
+    grid = features.Spectra(spectra.array, spectra.table, spectra.fe,
+                            dataclasses.replace(spectra.params, max_segments=n))
+    trunk = Trunk(model)
+    windows, index = grid.segments(train_tracks)
+    if verbose:
+        print(f"frozen trunk: computing its outputs for {len(index)} training segments once")
+    train = embed_segments(trunk, windows, batch_size=64, device=device, progress=verbose)
+    by_track = features.rows_by_track(index)
+    vwindows, vindex = spectra.segments(val_tracks)
+    val = embed_segments(trunk, vwindows, batch_size=64, device=device)
+    return TrunkCache(torch.from_numpy(train), [by_track[t] for t in train_tracks],
+                      torch.from_numpy(val), vindex)
 
 
 def track_means(segment_emb: np.ndarray, index: pd.DataFrame, track_ids: list[str]) -> np.ndarray:

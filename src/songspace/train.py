@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
@@ -49,7 +48,7 @@ class TrainData:
     # ground truth left out because a track has no features (skipped as undecodable)
     dropped: dict = field(default_factory=dict)
     # a frozen trunk's outputs, set by `setup` when training draws from them (`cache_trunk`)
-    trunk_cache: TrunkCache | None = None
+    trunk_cache: embed.TrunkCache | None = None
 
     @property
     def input_stats(self) -> tuple[float, float]:
@@ -65,44 +64,20 @@ class TrainData:
         return len(np.unique(self.train_labels))
 
 
-@dataclass
-class TrunkCache:
-    """Outputs of a model's frozen trunk, computed once per segment: the head trains on these rows
-    instead of crops (identical inputs to the head, without the backbone's cost every step)."""
-
-    train: torch.Tensor                  # (n, trunk_dim) of the training tracks' segments
-    rows: list[np.ndarray]               # per training track: its rows of `train`
-    val: torch.Tensor                    # (m, trunk_dim) of the validation tracks' segments
-    val_index: pd.DataFrame              # per row of `val`: its track_id (`Spectra.segments` index)
-
-
 def cache_trunk(model: embed.Embedder, data: TrainData, params: Params, device,
-                verbose: bool = True) -> TrunkCache | None:
-    """The frozen trunk's outputs for up to `train.cached_segments` segments of each training track
-    (spread over the whole track like `features.segment_starts`) and for the validation tracks'
-    segments; None when the setting is off, the model has no frozen trunk, or spectrogram
-    augmentation / cached views are on (their inputs differ each draw: crops are used then)."""
-    n = params.train.cached_segments
+                verbose: bool = True) -> embed.TrunkCache | None:
+    """`embed.cache_trunk` for the training and validation tracks when the settings allow it: None
+    when `train.cached_segments` is off, the model has no frozen trunk, or spectrogram augmentation
+    / cached views are on (their inputs differ at every draw: crops are used then)."""
+    n, aug = params.train.cached_segments, params.augment
     if n is None or not model.trunk_frozen:
         return None
-    aug = params.augment
     if aug.view_p > 0 or any(getattr(aug, name).p > 0 for name in augment.SPECTROGRAM_AUGMENTATIONS):
         if verbose:
             print("train.cached_segments is ignored: spectrogram augmentation or cached views are "
                   "on, so every draw is a fresh crop through the whole network")
         return None
-    sp = data.spectra
-    grid = features.Spectra(sp.array, sp.table, sp.fe, dataclasses.replace(sp.params, max_segments=n))
-    trunk = embed.Trunk(model)
-    windows, index = grid.segments(data.train_tracks)
-    if verbose:
-        print(f"frozen trunk: computing its outputs for {len(index)} training segments once")
-    train = embed.embed_segments(trunk, windows, batch_size=64, device=device, progress=verbose)
-    by_track = features.rows_by_track(index)
-    vwindows, vindex = sp.segments(data.val_tracks)
-    val = embed.embed_segments(trunk, vwindows, batch_size=64, device=device)
-    return TrunkCache(torch.from_numpy(train), [by_track[t] for t in data.train_tracks],
-                      torch.from_numpy(val), vindex)
+    return embed.cache_trunk(model, data.spectra, data.train_tracks, data.val_tracks, n, device, verbose)
 
 
 def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
