@@ -172,6 +172,25 @@ def test_add_extends_the_index_and_new_tracks_are_found():
         built.add(new[:1], pd.DataFrame({"track_id": ["n0"]}))
 
 
+def test_the_scaler_is_refitted_on_its_training_rows_when_loaded(tmp_path):
+    emb, tracks, mask, queries = random_library(n=60)
+    built = index.SongIndex.build(emb, tracks, mask, "euclidean", "StandardScaler", progress=False)
+    built.add(queries[:3] * 1.0, pd.DataFrame({"track_id": ["n0", "n1", "n2"]}))
+    built.save(tmp_path / "ix")
+    loaded = index.SongIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(loaded.fitted_on, np.concatenate([mask, np.zeros(3, bool)]))
+    x = np.concatenate([emb, queries]).astype(float)
+    np.testing.assert_array_equal(loaded.scaler.transform(x), built.scaler.transform(x))
+    state = tmp_path / "ix" / index.FILES["state"]
+    with np.load(state) as z:
+        arrays = {k: z[k] for k in z.files}
+    for bad in (np.zeros(63, bool), np.ones(62, bool), arrays["fitted_on"].astype(np.uint8)):
+        with state.open("wb") as f:
+            np.savez(f, **{**arrays, "fitted_on": bad})
+        with pytest.raises(index.IndexNotFound, match="inconsistent index"):
+            index.SongIndex.load(tmp_path / "ix")
+
+
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(index.IndexNotFound, match="dvc repro index"):
         index.SongIndex.load(tmp_path / "nowhere")

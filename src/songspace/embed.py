@@ -112,13 +112,15 @@ def embed_segments(model: torch.nn.Module, segments: np.ndarray, batch_size: int
     return np.concatenate(out)
 
 
-def apply_head(model: Embedder, trunk_out: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Embeddings `(n, d)` float32 from the outputs `(n, trunk_dim)` of a `trunk_frozen` model's
-    trunk (`Trunk`), in eval mode, no grad."""
+def apply_head(model: Embedder, trunk_out, batch_size: int = 4096,
+               device: str | torch.device = "cpu") -> np.ndarray:
+    """Embeddings `(n, d)` float32 (on the CPU) from the outputs `(n, trunk_dim)` (array or tensor)
+    of a `trunk_frozen` model's trunk (`Trunk`), in eval mode, no grad."""
     model.eval()
-    head, x = Head(model), torch.from_numpy(np.asarray(trunk_out, np.float32))
+    head, x = Head(model), torch.as_tensor(np.asarray(trunk_out, np.float32))
     with torch.no_grad():
-        return torch.cat([head(part) for part in x.split(batch_size)] or [head(x)]).float().numpy()
+        parts = [head(part.to(device)).float().cpu() for part in x.split(batch_size)]
+        return torch.cat(parts or [head(x.to(device)).float().cpu()]).numpy()
 
 
 @dataclass

@@ -250,10 +250,8 @@ def validation_accuracy(model: torch.nn.Module, data: TrainData, device, batch_s
         return float("nan")
     cache = data.trunk_cache
     if cache is not None:
-        model.eval()
-        with torch.no_grad():
-            emb = embed.Head(model)(cache.val.to(device)).float().cpu().numpy()
-        emb = embed.track_means(emb, cache.val_index, data.val_tracks)
+        emb = embed.track_means(embed.apply_head(model, cache.val, device=device), cache.val_index,
+                                data.val_tracks)
         return float(evaluate.odd_one_out_accuracy(emb, data.val_quartets, data.val_odd, "cosine"))
     segments, index = data.spectra.segments(data.val_tracks)
     emb = embed.embed_tracks(model, segments, index, data.val_tracks, batch_size=batch_size,

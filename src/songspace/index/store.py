@@ -178,13 +178,13 @@ class SongIndex:
         mask = np.asarray(train_mask, dtype=bool)
         if mask.shape != (len(emb),):
             raise ValueError(f"train_mask: expected ({len(emb)},), got {mask.shape}")
-        fit_rows = emb[mask] if mask.any() else emb
+        fitted_on = mask if mask.any() else np.ones(len(emb), bool)
+        fit_rows = emb[fitted_on]
         fitted = scalers.fit(scaler, fit_rows)
         ctx = distances.fit_context(distance, fitted.transform(fit_rows.astype(np.float64)), minkowski_p)
         approximate = len(emb) > approximate_above and FORMS[distance][1] != "brute"
         searcher = new_searcher(distance, emb.shape[1], ctx, approximate, hnsw_m, hnsw_ef_search)
-        index = cls(distance, scaler, fitted, ctx, table, emb, searcher,
-                    fitted_on=mask if mask.any() else np.ones(len(emb), bool))
+        index = cls(distance, scaler, fitted, ctx, table, emb, searcher, fitted_on=fitted_on)
         vecs = index.vectors(emb)
         _add(searcher, vecs, progress)
         meta = {
@@ -328,7 +328,8 @@ class SongIndex:
             raise IndexNotFound(f"{folder}: unreadable song index ({err}); rebuild it with `dvc repro index`") from None
         distance, scaler_name = meta["distance"], meta["scaler"]
         fitted_on = state.get("fitted_on")
-        if fitted_on is None or fitted_on.shape != (len(embeddings),):
+        if fitted_on is None or fitted_on.dtype != bool or fitted_on.shape != (len(embeddings),) \
+                or not fitted_on.any():
             raise IndexNotFound(f"{folder}: inconsistent index (no fitted rows for its {len(embeddings)} "
                                 "embeddings); rebuild it with `dvc repro index`")
         scaler = scalers.fit(scaler_name, embeddings[fitted_on])
@@ -350,7 +351,7 @@ class SongIndex:
             if hasattr(searcher, "hnsw"):  # efSearch is a search-time setting, not saved
                 searcher.hnsw.efSearch = int(meta.get("hnsw_ef_search", 128))
         index = cls(distance, scaler_name, scaler, ctx, tracks, embeddings.astype(np.float32), searcher, meta,
-                    fitted_on=fitted_on.astype(bool))
+                    fitted_on=fitted_on)
         if kind == "bool":
             searcher.add(index.vectors(index.embeddings))
         if searcher.ntotal != len(tracks) or len(embeddings) != len(tracks):
