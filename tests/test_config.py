@@ -54,3 +54,103 @@ def test_a_stage_reports_a_config_error_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("features: error:") and "features.hop_length" in lines[0]
+
+
+def _numeric_keys(cls=config.Params, prefix="") -> list[tuple[str, type]]:
+    """Every int or float key of the params tree (models.* excluded: a dict of models)."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if dataclasses.is_dataclass(args[0]):
+            keys += _numeric_keys(args[0], f"{prefix}{f.name}.")
+        elif args[0] in (int, float):
+            keys.append((f"{prefix}{f.name}", args[0]))
+    return keys
+
+
+def _set(raw: dict, key: str, value) -> dict:
+    *path, last = key.split(".")
+    node = raw
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw
+
+
+def _check(tmp_path, text: str, capsys) -> tuple[int, str]:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    code = main(["check", "--params", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 1, err  # one line, never a traceback
+    return code, err[0] if err else ""
+
+
+@pytest.mark.parametrize("key, tp", _numeric_keys())
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True])
+def test_every_number_must_be_finite_and_not_a_boolean(key, tp, value):
+    raw = _set(_raw(), key, value)
+    with pytest.raises(config.ConfigError, match=key.replace(".", r"\.")):
+        config.from_dict(raw)
+
+
+@pytest.mark.parametrize("line, key", [
+    ("evaluate: {minkowski_p: .inf}", "evaluate.minkowski_p"),
+    ("evaluate: {minkowski_p: 0.5}", "evaluate.minkowski_p"),
+    ("evaluate: {confidence: .nan}", "evaluate.confidence"),
+    ("features: {segment_seconds: .nan}", "features.segment_seconds"),
+    ("serve: {max_upload_mb: .inf}", "serve.max_upload_mb"),
+    ("train: {epochs: true}", "train.epochs"),
+    ("corpus: {sample_rate: 4000}", "corpus.sample_rate"),
+    ("corpus: {max_seconds: 45}", "corpus.max_seconds"),
+    ("corpus: {classes: [bach, bach]}", "corpus.classes"),
+    ("corpus: {classes: [bach, nope]}", "corpus.classes"),
+    ("model: [model3, model6]", "model"),
+])
+def test_check_refuses_what_a_stage_would(tmp_path, capsys, line, key):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    section = line.split(":")[0]
+    merged = {**raw, section: {**raw[section], **yaml.safe_load(line)[section]}} \
+        if isinstance(raw.get(section), dict) else {**raw, **yaml.safe_load(line)}
+    code, err = _check(tmp_path, yaml.safe_dump(merged), capsys)
+    assert code == 2 and key in err, err
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, capsys):
+    text = (ROOT / "params.yaml").read_text() + "\nseed: 1\nseed: 2\n"
+    code, err = _check(tmp_path, text, capsys)
+    assert code == 2 and "'seed' given twice" in err and "first on line" in err
+
+
+def test_an_empty_params_file_says_it_is_empty(tmp_path, capsys):
+    code, err = _check(tmp_path, "\n# nothing\n", capsys)
+    assert code == 2 and "is empty" in err
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, capsys):
+    # 9 levels of 9 references: 9**9 (387 million) strings once expanded
+    levels = ["&a [" + ", ".join(["x"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"&{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    raw = _raw()
+    raw["corpus"]["classes"] = ["PLACEHOLDER"]
+    text = yaml.safe_dump(raw).replace("- PLACEHOLDER", "- " + "\n  - ".join(levels))
+    code, err = _check(tmp_path, text, capsys)
+    assert code == 2 and "corpus.classes[0]: expected a single str, got a list" in err and len(err) < 300, err
+
+
+def test_yaml_merge_keys_still_work(tmp_path, capsys):
+    raw = _raw()
+    text = yaml.safe_dump(raw) + "\n"
+    model = raw["model"]
+    text = text.replace("models:\n", "models:\n  _base: &base {arch: cnn, channels: [4], fc: [8]}\n"
+                                     "  merged: {<<: *base, kernel: 5}\n", 1)
+    code, err = _check(tmp_path, text, capsys)
+    assert code == 0, err
+    params = config.load(tmp_path / "params.yaml")
+    assert params.models["merged"].kernel == 5 and params.models["merged"].channels == (4,)
+    assert params.model == model

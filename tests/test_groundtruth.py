@@ -334,9 +334,42 @@ def test_a_split_column_is_honoured_exactly(tmp_path):
     assert g.report["split"]["method"] == "file" and a["dropped_straddling_splits"] == 0
     assert a["judgements"]["test"] == {"kept": 8, "dropped": 0}
     assert "the file's split column" in gt.summary(g)
-    # headerless, the fifth column is the split when its first value names one
+    # headerless, the fifth column is the split
     bare = thesis_csv(tmp_path / "bare.csv", [",".join(r) for r in rows])
     assert parse(bare).quartets["split"].tolist() == [r[4] for r in rows]
+
+
+@pytest.mark.parametrize("where", [0, 3])
+def test_a_headerless_split_column_is_all_or_nothing(tmp_path, where):
+    ids = ANN_TRACKS["track_id"].tolist()
+    rows = _side_rows(np.random.default_rng(0), {"train": ids[:20], "val": ids[20:26], "test": ids[26:]},
+                      {"train": 3, "val": 1, "test": 2})
+    lines = [",".join(r) for r in rows]
+    lines[where] = ",".join([*rows[where][:4], "nope"])
+    with pytest.raises(GroundTruthError, match=rf"line {where + 1}: split 'nope' is not one of"):
+        parse(thesis_csv(tmp_path / "q.csv", lines))
+    lines[where] = ",".join(rows[where][:4])  # a line without the column the others have
+    with pytest.raises(GroundTruthError, match=rf"line {where + 1}: missing split"):
+        parse(thesis_csv(tmp_path / "q.csv", lines))
+
+
+def test_merges_and_conflicts_match_a_pairwise_loop():
+    ids = ANN_TRACKS["track_id"].tolist()
+    rng = np.random.default_rng(5)
+    rows = []
+    for line in range(1, 401):
+        three = list(rng.choice(ids[:6], 3, replace=False))  # few songs: many repeats and conflicts
+        rows.append((line, [*three, three[rng.integers(3)]]))
+    ann = gt.parse_quartets(rows, gt.track_lookup(ANN_TRACKS))
+    kept, merged, conflicts = [], 0, []
+    for line, (a, b, c, odd) in rows:
+        if any({a, b, c} == set(k[:3]) and odd == k[3] for k in kept):
+            merged += 1
+            continue
+        conflicts += [(k[4], line) for k in kept if {a, b, c} == set(k[:3]) and odd != k[3]]
+        kept.append((a, b, c, odd, line))
+    assert ann.merged == merged and ann.conflicts == conflicts
+    assert ann.quartets["line"].tolist() == [k[4] for k in kept]
 
 
 def test_a_song_in_two_splits_is_an_error_naming_both_lines(tmp_path):

@@ -7,6 +7,8 @@ ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import yaml
 from songspace.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+MAX_CLIP_SECONDS = 30.0    # the longest clip the built-in corpus renders
 
 
 class ConfigError(UserError, ValueError):
@@ -254,35 +257,57 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _convert(args[0], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         _, item = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_short(value)}")
         return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
         return value
     if tp in (int, float, str):
-        if value is None:
-            raise ConfigError(f"{where}: must not be empty")
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from err
+        return _scalar(tp, value, where)
     return value
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut short (a YAML alias bomb must not be expanded)."""
+    return reprlib.repr(value)
+
+
+def _scalar(tp: type, value: Any, where: str) -> int | float | str:
+    """A YAML scalar as int, float (finite) or str; lists, mappings and booleans are refused."""
+    if value is None:
+        raise ConfigError(f"{where}: must not be empty")
+    if isinstance(value, (list, tuple, dict)):
+        raise ConfigError(f"{where}: expected a single {tp.__name__}, got a "
+                          f"{'mapping' if isinstance(value, dict) else 'list'} {_short(value)}")
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {'a number' if tp is not str else 'a string'}, got {value}")
+    if tp is str:
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
+    if tp is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    try:
+        number = tp(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {_short(value)}") from err
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: must be a finite number, got {_short(value)}")
+    return number
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'params'}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {_short(raw)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
@@ -350,8 +375,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.min_seconds": (0, None, True, True),
     "corpus.pieces_per_class": (1, None, True, True),
     "corpus.bars": (1, None, True, True),
-    "corpus.max_seconds": (0, None, False, True),
-    "corpus.sample_rate": (1000, None, True, True),
+    "corpus.max_seconds": (0, MAX_CLIP_SECONDS, False, True),
+    "corpus.sample_rate": (8000, None, True, True),
     "groundtruth.test_quartets": (1, None, True, True),
     "groundtruth.val_quartets": (0, None, True, True),
     "groundtruth.train_triplets": (0, None, True, True),
@@ -391,7 +416,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.steps_per_epoch": (1, None, True, True),
     "train.cached_segments": (1, None, True, True),
     "train.num_workers": (0, None, True, True),
-    "evaluate.minkowski_p": (0, None, False, True),
+    "evaluate.minkowski_p": (1, None, True, True),   # a norm; below 1 no metric
     "evaluate.bootstrap": (1, None, True, True),
     "evaluate.confidence": (0, 1, False, False),
     "index.approximate_above": (1, None, True, True),
@@ -433,6 +458,12 @@ def _check_ranges(params: Params) -> None:
                           f"({fp.segment_samples} samples)")
     if not params.corpus.classes:
         raise ConfigError("corpus.classes: must name at least one class")
+    from songspace import corpus  # its registry of classes and its soundfont's programs
+
+    try:
+        corpus.validate(params.corpus)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not params.corpus.programs or not all(0 <= p <= 127 for p in params.corpus.programs):
         raise ConfigError("corpus.programs: General MIDI programs, each from 0 to 127")
     device = params.train.device
@@ -458,6 +489,22 @@ def from_dict(raw: dict) -> Params:
     return validate(_build(Params, raw, ""))
 
 
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml where built
+    """YAML's safe loader that refuses a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: key '{key}' given twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
@@ -465,10 +512,14 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         raise ConfigError(f"{path}: no such parameter file")
     try:
         with path.open(encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{path}: not readable YAML ({first})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; it must set at least `model` and `models`")
     try:
         return from_dict(raw)
     except ConfigError as err:

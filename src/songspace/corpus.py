@@ -31,14 +31,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from songspace import audio
-from songspace.config import CorpusParams
+from songspace.config import MAX_CLIP_SECONDS, CorpusParams
 from songspace.errors import UserError
 
 SOUNDFONT_FILE = "TimGM6mb.sf2"  # General MIDI soundfont bundled in the pretty_midi wheel
 PEAK_DBFS = -1.0  # every clip's peak level
 RELEASE_SECONDS = 1.0  # rendered after the last note ends, so releases are not cut off
 FADE_OUT_SECONDS = 0.05  # every clip ends with this fade (no click where a render is cut)
-MAX_CLIP_SECONDS = 30.0
 DRUM_CHANNEL = 9  # General MIDI percussion; never used for a part
 MIDI_CHANNELS = 16
 CORPUS_COLUMNS = ("track_id", "path", "label", "source", "duration_s")
@@ -292,16 +291,22 @@ def _soundfont_bytes() -> bytes:
     return soundfont_path().read_bytes()
 
 
-def check_programs(programs: Iterable[int]) -> None:
-    """Raise ValueError unless every program exists (bank 0) in the soundfont."""
+@lru_cache(maxsize=1)
+def _soundfont_programs() -> frozenset[int]:
+    """The General MIDI programs (bank 0) the soundfont has."""
     import tinysoundfont
 
+    synth = tinysoundfont.Synth()
+    sfid = synth.sfload(_soundfont_bytes())
+    return frozenset(p for p in range(128) if synth.sfpreset_name(sfid, 0, p) is not None)
+
+
+def check_programs(programs: Iterable[int]) -> None:
+    """Raise ValueError unless every program exists (bank 0) in the soundfont."""
     programs = list(programs)
     if not programs:
         raise ValueError("corpus.programs: the pool of General MIDI programs is empty")
-    synth = tinysoundfont.Synth()
-    sfid = synth.sfload(_soundfont_bytes())
-    missing = [p for p in programs if not 0 <= p < 128 or synth.sfpreset_name(sfid, 0, p) is None]
+    missing = [p for p in programs if p not in _soundfont_programs()]
     if missing:
         raise ValueError(f"corpus.programs: {missing} not in the General MIDI soundfont (0-127)")
 

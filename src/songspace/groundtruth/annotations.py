@@ -91,7 +91,8 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
     """Validate quartet rows (song 1, song 2, song 3, odd song[, split]; header optional).
 
     The optional split column (train, val or test, any case) is the one headed `split`, or,
-    without a header, a fifth column whose first value is a split name. Raises
+    without a header, the fifth column, as soon as any line has one: then every line needs a
+    valid split. Raises
     GroundTruthError naming each bad line: a missing column, an unknown track, the same song
     twice, an odd song that is not one of the three, an unknown split, a song in quartets of
     two splits (both lines). Exact duplicates (same three songs in any order, same odd) are
@@ -110,9 +111,11 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
             header, rows = rows[0][1], rows[1:]
             named = [i for i, c in enumerate(header) if c.lower() == "split"]
             split_col = named[0] if named else None
-        elif len(rows[0][1]) > 4 and rows[0][1][4].lower() in SPLITS:
+        elif any(len(cells) > 4 and cells[4] for _, cells in rows):
+            # No header: a fifth column anywhere is the split column, checked on every line
             split_col = 4
-    errors, kept, seen = [], [], {}
+    errors, kept = [], []
+    seen: dict[frozenset, dict[str, int]] = {}  # three songs -> {odd song: first line}
     side_of: dict[str, tuple[str, int]] = {}  # song -> (split, first line naming it there)
     merged, conflicts = 0, []
     names = ("song 1", "song 2", "song 3", "odd song")
@@ -162,14 +165,12 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
             for s_ in songs:
                 side_of.setdefault(s_, (value, line))
             split = (value,)
-        key = frozenset(songs)
-        if (key, odd) in seen:
+        odds = seen.setdefault(frozenset(songs), {})
+        if odd in odds:
             merged += 1
             continue
-        for (k2, o2), line2 in seen.items():
-            if k2 == key and o2 != odd:
-                conflicts.append((line2, line))
-        seen[(key, odd)] = line
+        conflicts.extend((line2, line) for line2 in odds.values())
+        odds[odd] = line
         kept.append((*songs, odd, line, *split))
     if len(errors) == 1:
         raise GroundTruthError(f"{source} {errors[0]}")
