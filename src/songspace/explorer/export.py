@@ -3,8 +3,8 @@
 The page's style sheet, script and data (tracks on the map, every track's neighbours, the
 evaluation) are inlined; nothing is fetched. Audio is not embedded: each track links to its
 file by a path relative to the page (a URL: percent-encoded per segment), so the page plays
-the songs where the library sits
-beside it (plots/explorer.html -> ../data/corpus/...). Upload needs the server and is hidden.
+the songs where the library sits beside it (plots/explorer.html -> ../data/corpus/...).
+Upload needs the server and is hidden.
 """
 from __future__ import annotations
 
