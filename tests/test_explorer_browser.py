@@ -1,12 +1,14 @@
 """The explorer page in a real browser: Debian's chromium, headless, driven by Selenium.
 
-Nothing is downloaded: Selenium is given the system's chromedriver. Without a browser the
-test is skipped with the command that installs one.
+The library is the folder library of tests/test_explorer.py (ids are paths through folders
+with spaces, `#`, `?`, `%` and non-ASCII names). Nothing is downloaded: Selenium is given the
+system's chromedriver. Without a browser the test is skipped with the command that installs one.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,9 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from songspace.explorer import server  # noqa: E402
-from tests.test_explorer import UPLOAD_LIMIT, open_explorer, running, tiny_run  # noqa: E402
+from songspace.explorer import export  # noqa: E402
+from tests.conftest import write_tone  # noqa: E402
+from tests.test_explorer import open_explorer, running, shared_run  # noqa: E402
 
 INSTALL = "apt-get install -y chromium chromium-driver"
 
@@ -48,29 +51,73 @@ def browser():
     driver.quit()
 
 
-def test_click_a_map_point_lists_its_neighbours(browser, tmp_path_factory):
-    run = tiny_run(tmp_path_factory.mktemp("browser"))
+def audio_state(driver) -> dict:
+    """The player's source and how far it got: readyState >= 1 once the file's header is read."""
+    return driver.execute_script("const p = document.getElementById('player');"
+                                 "return {src: p.src, ready: p.readyState, error: p.error && p.error.code};")
+
+
+def wait_for_audio(driver) -> dict:
+    WebDriverWait(driver, 30).until(lambda d: audio_state(d)["ready"] >= 1 or audio_state(d)["error"])
+    state = audio_state(driver)
+    assert state["error"] is None and state["ready"] >= 1, state
+    return state
+
+
+def click_track(driver, track: str) -> None:
+    x, y = driver.execute_script("return window.songspace.screenPosition(arguments[0])", track)
+    canvas = driver.find_element(By.ID, "map-overlay")
+    # Selenium's offsets are from the element's centre
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, int(x - canvas.size["width"] / 2), int(y - canvas.size["height"] / 2)).click().perform()
+
+
+def listed(driver, n: int) -> list[str]:
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours li")) == n)
+    return [li.get_attribute("data-track-id") for li in driver.find_elements(By.CSS_SELECTOR, "#neighbours li")]
+
+
+def test_click_a_map_point_lists_its_neighbours_and_plays_it(browser, tmp_path_factory, tmp_path):
+    run = shared_run(tmp_path_factory)
     explorer = open_explorer(run)
-    with running(server.create_app(explorer, UPLOAD_LIMIT, k=5)) as base:
+    track = next(t for t in run["tracks"]["track_id"] if "#" in t and "?" in t and "%" in t)
+    with running(explorer, k=5) as base:
         browser.get(base + "/")
         WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.songspace.ready"))
-        track = "high2"
-        x, y = browser.execute_script("return window.songspace.screenPosition(arguments[0])", track)
-        canvas = browser.find_element(By.ID, "map-overlay")
-        # Selenium's offsets are from the element's centre
-        ActionChains(browser).move_to_element_with_offset(
-            canvas, int(x - canvas.size["width"] / 2), int(y - canvas.size["height"] / 2)).click().perform()
-        WebDriverWait(browser, 30).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours li")) == 5)
-        items = browser.find_elements(By.CSS_SELECTOR, "#neighbours li")
-        listed = [li.get_attribute("data-track-id") for li in items]
-        assert listed == [n["track_id"] for n in explorer.neighbours(track, 5)["neighbours"]]
+        click_track(browser, track)
+        assert listed(browser, 5) == [n["track_id"] for n in explorer.neighbours(track, 5)["neighbours"]]
         assert browser.find_element(By.ID, "track-title").text == Path(
             run["tracks"].set_index("track_id").loc[track, "path"]).name
-        assert browser.find_element(By.ID, "player").get_attribute("src").endswith(f"/audio/{track}")
+        src = urllib.parse.urlsplit(wait_for_audio(browser)["src"])  # the file arrived and decoded
+        assert src.path == "/audio" and urllib.parse.parse_qs(src.query) == {"id": [track]}
         assert "80.0%" in browser.find_element(By.ID, "headline").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.grid td")) == 4
+
+        # an upload from the page itself is a same-origin POST the server accepts
+        song = write_tone(tmp_path / "Ärger #2 50% ?.wav", freqs=(1800.0, 2700.0), seconds=1.5, seed=3)
+        browser.find_element(By.ID, "upload-file").send_keys(str(song))
+        WebDriverWait(browser, 30).until(
+            lambda d: "nearest tracks listed" in d.find_element(By.ID, "upload-message").text)
+        assert browser.find_element(By.ID, "upload-message").get_attribute("class") == ""
+        assert len(listed(browser, 5)) == 5
+
         shot = Path(os.environ.get("SONGSPACE_SCREENSHOT") or tmp_path_factory.mktemp("shots") / "explorer.png")
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
+
+
+def test_the_exported_page_plays_tracks_from_awkward_folders(browser, tmp_path_factory):
+    run = shared_run(tmp_path_factory)
+    explorer = open_explorer(run)
+    out = export.write_html(explorer, run["root"] / "plots" / "explorer.html", k=3)
+    browser.get(out.as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.songspace.ready"))
+    track = next(t for t in run["tracks"]["track_id"] if "#" in t and "?" in t)
+    browser.execute_script("window.songspace.select(arguments[0])", track)
+    neighbours = listed(browser, 3)
+    button = browser.find_element(By.CSS_SELECTOR, "#neighbours li button.play")
+    button.click()
+    src = wait_for_audio(browser)["src"]
+    path = run["tracks"].set_index("track_id").loc[neighbours[0], "path"]
+    assert Path(urllib.parse.unquote(urllib.parse.urlsplit(src).path)).resolve() == Path(path).resolve()

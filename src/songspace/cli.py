@@ -193,13 +193,19 @@ def cmd_serve(args) -> int:
     from songspace import config
 
     params = config.load(args.params)
-    from songspace.explorer import data, server
+    from songspace.explorer import data, guard, server
 
+    server.check_options(args.host, args.port, args.allowed_host)
     library = args.library or params.data.audio_dir or "data/corpus"
     explorer = data.Explorer.open(args.index, args.model, library, args.metrics, args.live, seed=params.seed)
-    print(f"songspace explorer: http://{args.host}:{args.port}/ ({explorer.lib.index.n_tracks} tracks, "
-          f"audio from {explorer.root}); Ctrl-C stops it")
-    server.serve(explorer, args.host, args.port, params.serve.max_upload_mb, params.serve.neighbours)
+    sock = server.bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    warning = server.exposure_warning(args.host)
+    if warning:
+        print(f"songspace: warning: {warning}", file=sys.stderr)
+    print(f"songspace explorer: {server.page_url(args.host, port)} ({explorer.lib.index.n_tracks} tracks, "
+          f"audio from {explorer.root}); Ctrl-C stops it", flush=True)
+    server.serve(explorer, sock, guard.allowed_hosts(args.host, port, args.allowed_host), params.serve)
     return 0
 
 
@@ -253,9 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", parents=[paths], help="the explorer page: map, listening, neighbours, evaluation")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default: %(default)s, this machine only)")
+                   help="address to bind (default: %(default)s, this machine only; any other "
+                        "address makes the library reachable from the network)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="a further Host name the page may be opened under (repeatable); without "
+                        "it only the bound address (and localhost for a loopback bind) is answered")
     p.add_argument("--library", default=None,
                    help="the library folder audio is served from (default: params.yaml data.audio_dir)")
     p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")

@@ -35,11 +35,23 @@ class Forbidden(LibraryError):
     """A track whose file lies outside the library folder (a symlink or a path out of it)."""
 
 
-def similar_json(lib: Library, query: str, k: int) -> dict:
-    """The neighbours of a query as `songspace similar --json` prints them."""
-    frame = lib.similar(query, k=k, as_frame=True)
-    return {"query": query, "k": k, "distance": lib.index.distance, "scaler": lib.index.scaler_name,
-            "exact": lib.index.meta.get("exact"), "neighbours": frame.to_dict(orient="records")}
+class QueryTooLong(LibraryError):
+    """An uploaded file whose header declares more audio than a query may decode."""
+
+
+def search_json(index, vector: np.ndarray, itself: set[int], query: str, k: int) -> dict:
+    """The k tracks nearest a raw embedding (d,), as `songspace similar --json` prints them.
+
+    itself: rows never returned (the query's own track). A read-only search of the index:
+    it takes no lock and never touches the model.
+    """
+    rows, dist = index.search(vector[None, :], k, exclude=[itself])
+    table = index.tracks
+    found = [(int(r), float(d)) for r, d in zip(rows[0], dist[0]) if r >= 0]
+    neighbours = [{"rank": rank, "track_id": table["track_id"].iat[r], "label": table["label"].iat[r],
+                   "distance": d, "path": table["path"].iat[r]} for rank, (r, d) in enumerate(found, 1)]
+    return {"query": query, "k": k, "distance": index.distance, "scaler": index.scaler_name,
+            "exact": index.meta.get("exact"), "neighbours": neighbours}
 
 
 def project(index, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -140,7 +152,10 @@ class Explorer:
         self.live_dir = Path(live_dir) if live_dir else None
         self.cache_dir = cache_dir
         self.seed = seed
-        self.lock = threading.Lock()  # one embedding at a time: the model is not shared safely
+        # One upload embedded at a time (the model is not shared between threads, and each
+        # decoded query holds its audio in memory). Only the embedding holds it: searching
+        # the index is read-only, so neighbour lookups never wait behind an upload.
+        self.embed_lock = threading.Lock()
         self._model_stamp = self._stamp()
         self._ids = {t: i for i, t in enumerate(lib.index.tracks["track_id"])}
         self._coords: np.ndarray | None = None
@@ -202,11 +217,15 @@ class Explorer:
     # ------------------------------------------------------------ neighbours
 
     def neighbours(self, track_id: str, k: int) -> dict:
-        """`songspace similar TRACK_ID -k K --json` for a track of the index (`UnknownTrack` if not)."""
-        if track_id not in self._ids:
+        """`songspace similar TRACK_ID -k K --json` for a track of the index (`UnknownTrack` if not).
+
+        The track's stored embedding is searched; nothing is decoded or embedded, no lock taken.
+        """
+        row = self._ids.get(track_id)
+        if row is None:
             raise UnknownTrack(f"{track_id}: no track with that id in the index")
-        with self.lock:
-            return similar_json(self.lib, track_id, k)
+        index = self.lib.index
+        return search_json(index, index.embeddings[row], {row}, track_id, k)
 
     def all_neighbours(self, k: int) -> dict[str, list[dict]]:
         """Every track's k nearest tracks (itself excluded): {track_id: [{id, label, distance}]}."""
@@ -221,18 +240,27 @@ class Explorer:
                                for f, d in zip(f_row, d_row) if f >= 0]
         return out
 
-    def query_file(self, path: str | Path, name: str, k: int) -> dict:
-        """Neighbours of an uploaded file (at path, shown as name), embedded as `songspace similar` does."""
+    def query_file(self, path: str | Path, name: str, k: int, max_seconds: float | None = None) -> dict:
+        """Neighbours of an uploaded file (at path, shown as name), embedded as `songspace similar` does.
+
+        max_seconds: `QueryTooLong` when the file's header declares more audio than this,
+        checked before anything is decoded. Only the embedding holds `embed_lock`.
+        """
         from songspace import audio
 
-        with self.lock:
-            self.check_fresh()
-            try:
-                result = similar_json(self.lib, str(path), k)
-            except audio.AudioError as err:
-                raise audio.AudioError(name, err.reason) from None
-        result["query"] = name
-        return result
+        try:
+            if max_seconds is not None:
+                seconds = audio.info(path).duration_s
+                if seconds > max_seconds:
+                    raise QueryTooLong(
+                        f"{name}: {round(seconds, 1):g} s of audio, more than the {max_seconds:g} s a query may "
+                        "decode (params.yaml serve.max_query_seconds)")
+            with self.embed_lock:
+                self.check_fresh()
+                vector, itself, _ = self.lib.resolve(Path(path))
+        except audio.AudioError as err:
+            raise audio.AudioError(name, err.reason) from None
+        return search_json(self.lib.index, vector, itself, name, k)
 
     # ------------------------------------------------------------ audio
 
@@ -262,7 +290,11 @@ class Explorer:
     # ------------------------------------------------------------ evaluation
 
     def evaluation(self) -> dict:
-        """The run's grid, baselines, retrieval and headline (eval.json), training curves, in words."""
+        """The run's grid, baselines, retrieval and headline (eval.json), training curves, in words.
+
+        An evaluation file that is missing, unreadable or of the wrong shape is reported in
+        `words` with `available` false; the curves are shown either way.
+        """
         result: dict = {}
         note = ""
         if self.eval_json is None:
@@ -270,11 +302,13 @@ class Explorer:
         else:
             try:
                 result = read_json(self.eval_json)
+                check_evaluation(result, self.eval_json)
             except EvalJsonError as err:
-                note = str(err)
+                result, note = {}, str(err)
         head = result.get("headline") or {}
         model = (self.lib.index.meta.get("model") or {}).get("model_name")
         return _finite({
+            "available": bool(result),
             "headline": head,
             "words": headline_words(head, model) or note,
             "grid": result.get("grid") or [],
@@ -286,6 +320,36 @@ class Explorer:
             "curves": read_curves(self.live_dir) if self.live_dir else {},
             "model": model,
         })
+
+
+# the parts of eval.json the page reads, and their JSON types
+EVAL_PARTS = {"headline": dict, "grid": list, "baselines": dict, "retrieval": dict}
+HEADLINE_NUMBERS = ("accuracy", "ci_low", "ci_high", "chance", "best_baseline_accuracy",
+                    "margin_over_baseline")
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def check_evaluation(result: dict, path: str | Path) -> None:
+    """`EvalJsonError` naming the file and key when a part the page reads has the wrong type."""
+    for key, kind in EVAL_PARTS.items():
+        value = result.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise EvalJsonError(f"{path}: '{key}' is {_json_type(value)}, expected {_JSON_TYPES[kind]}")
+    rows = [(f"grid[{i}]", row) for i, row in enumerate(result.get("grid") or [])]
+    rows += [(f"baselines.{name}", b) for name, b in (result.get("baselines") or {}).items()]
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise EvalJsonError(f"{path}: '{where}' is {_json_type(row)}, expected an object")
+    head = result.get("headline") or {}
+    for key in HEADLINE_NUMBERS:
+        value = head.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EvalJsonError(f"{path}: 'headline.{key}' is {_json_type(value)}, expected a number")
 
 
 def _finite(x):

@@ -2,12 +2,14 @@
 
 The page's style sheet, script and data (tracks on the map, every track's neighbours, the
 evaluation) are inlined; nothing is fetched. Audio is not embedded: each track links to its
-file by a path relative to the page, so the page plays the songs where the library sits
-beside it (plots/explorer.html -> ../data/corpus/...). Upload needs the server and is hidden.
+file by a path relative to the page (a URL: percent-encoded per segment), so the page plays
+the songs where the library sits beside it (plots/explorer.html -> ../data/corpus/...).
+Upload needs the server and is hidden.
 """
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 
 from songspace.explorer.data import Explorer
@@ -19,6 +21,17 @@ def _inline_json(data) -> str:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
+def audio_link(relative: str | None) -> str | None:
+    """A relative posix file path as a relative URL: each segment percent-encoded (UTF-8).
+
+    A name may hold `#`, `?`, `%` or spaces, which a URL would otherwise read as a fragment,
+    a query or an escape; `/` between segments and `..` stay as they are.
+    """
+    if relative is None:
+        return None
+    return "/".join(urllib.parse.quote(part, safe="") for part in relative.split("/"))
+
+
 def page(explorer: Explorer, out_dir: str | Path, k: int = 10) -> str:
     """The whole page as a string; audio links relative to out_dir (the folder the page goes to)."""
     tracks = explorer.tracks()
@@ -26,7 +39,7 @@ def page(explorer: Explorer, out_dir: str | Path, k: int = 10) -> str:
         "tracks": tracks,
         "neighbours": explorer.all_neighbours(k),
         "evaluation": explorer.evaluation(),
-        "audio": {t["id"]: explorer.relative_audio(t["id"], out_dir) for t in tracks["tracks"]},
+        "audio": {t["id"]: audio_link(explorer.relative_audio(t["id"], out_dir)) for t in tracks["tracks"]},
     }
     html = (STATIC_DIR / "explorer.html").read_text()
     css = (STATIC_DIR / "explorer.css").read_text()

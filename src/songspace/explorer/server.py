@@ -5,33 +5,45 @@ and audio with HTTP range requests, which Starlette's FileResponse answers (206,
 so the browser's audio element can seek. No template engine, no ORM, no form library: uploads
 are the request body itself, streamed to a temporary file and cut off at the size limit.
 
-Routes:
+Routes (a track is named by its id as a query parameter: ids of a folder library are paths
+such as `jazz/Disc 1/01 #1.mp3`, and a query string carries any text exactly, where a path
+segment would be split at `/` or normalised at `.`/`..` by the browser):
     GET  /                               the page
     GET  /static/...                     its script and style sheet
     GET  /api/tracks                     every track: id, label, name, map position
-    GET  /api/tracks/{id}/neighbours?k=  `songspace similar ID --json`
+    GET  /api/neighbours?id=&k=          `songspace similar ID --json`
     GET  /api/evaluation                 grid, baselines, curves, headline in words
-    GET  /audio/{id}                     the track's file (by id only; ranges honoured)
+    GET  /audio?id=                      the track's file (by id only; ranges honoured)
     POST /api/query?filename=&k=         neighbours of an uploaded audio file (body = the file)
 
 Audio is served only for tracks of the index whose file lies inside the library folder;
 no route takes a path from the client. Nothing is written into the library or the index.
+Requests pass `guard.Guard` first (the Host names the server answers, same-origin uploads).
 """
 from __future__ import annotations
 
+import errno
+import logging
+import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from songspace.explorer.data import Explorer, Forbidden
+from songspace.config import ServeParams
+from songspace.errors import UserError
+from songspace.explorer import guard
+from songspace.explorer.data import Explorer, Forbidden, QueryTooLong
 from songspace.index import LibraryError, StaleIndex, UnknownTrack
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 100
 UPLOAD_SUFFIX_CHARS = 8   # longest file suffix kept from an upload's name (".flac", ".opus")
@@ -49,8 +61,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class ServeError(UserError):
+    """`songspace serve` cannot start: a bad port or host name, a port in use."""
+
+
 def _status(err: Exception) -> int:
     from songspace import audio
+    from songspace.checkpoint import CheckpointError
 
     if isinstance(err, Forbidden):
         return 403
@@ -58,9 +75,17 @@ def _status(err: Exception) -> int:
         return 404
     if isinstance(err, StaleIndex):
         return 409
+    if isinstance(err, QueryTooLong):
+        return 413
     if isinstance(err, audio.AudioError):
         return 415
+    if isinstance(err, CheckpointError):
+        return 503  # the model cannot embed until its checkpoint is whole again
     return 400
+
+
+def _track_id(request: Request) -> str | None:
+    return request.query_params.get("id")
 
 
 def _k(request: Request, default: int) -> int:
@@ -90,8 +115,13 @@ async def _save_body(request: Request, dest: Path, limit: int) -> int:
     return size
 
 
-def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10) -> Starlette:
-    """The explorer's ASGI app over an opened `Explorer`."""
+def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
+               max_query_seconds: float = ServeParams.max_query_seconds,
+               hosts: Iterable[str] = ()) -> Starlette:
+    """The explorer's ASGI app over an opened `Explorer`.
+
+    hosts: the `name:port` Host values it answers (`guard.allowed_hosts`); any other gets 400.
+    """
     limit_mb = max_upload_bytes / 2**20
 
     async def index(request: Request):
@@ -101,9 +131,11 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10) -> Starle
         return JSONResponse(await run_in_threadpool(explorer.tracks))
 
     async def neighbours(request: Request):
+        track_id = _track_id(request)
+        if track_id is None:
+            return _error(400, "name the track: /api/neighbours?id=TRACK_ID")
         try:
-            return JSONResponse(await run_in_threadpool(explorer.neighbours, request.path_params["track_id"],
-                                                        _k(request, k)))
+            return JSONResponse(await run_in_threadpool(explorer.neighbours, track_id, _k(request, k)))
         except LibraryError as err:
             return _error(_status(err), str(err))
 
@@ -111,8 +143,11 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10) -> Starle
         return JSONResponse(await run_in_threadpool(explorer.evaluation))
 
     async def audio_file(request: Request):
+        track_id = _track_id(request)
+        if track_id is None:
+            return _error(400, "name the track: /audio?id=TRACK_ID")
         try:
-            path = explorer.audio_path(request.path_params["track_id"])
+            path = explorer.audio_path(track_id)
         except LibraryError as err:
             return _error(_status(err), str(err))
         return FileResponse(path)  # answers Range requests with 206 and Content-Range
@@ -127,35 +162,85 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10) -> Starle
             except UploadTooLarge:
                 return _error(413, f"{name}: larger than the upload limit of {limit_mb:g} MB "
                                    "(params.yaml serve.max_upload_mb)")
+            except ClientDisconnect:
+                log.info("upload of %s aborted: the client disconnected", name)
+                return Response(status_code=400)  # nobody is left to read it
             if size == 0:
                 return _error(400, f"{name}: the file is empty")
             try:
-                result = await run_in_threadpool(explorer.query_file, dest, name, _k(request, k))
-            except Exception as err:
-                from songspace import audio
-
-                if isinstance(err, (LibraryError, audio.AudioError)):
-                    return _error(_status(err), str(err))
-                raise
+                result = await run_in_threadpool(explorer.query_file, dest, name, _k(request, k),
+                                                 max_query_seconds)
+            except UserError as err:  # a bad file, a stale or damaged model: the user can act
+                return _error(_status(err), str(err))
         return JSONResponse(result)
 
     routes = [
         Route("/", index),
         Route("/favicon.ico", lambda request: Response(status_code=204)),  # none; spares a 404 per load
         Route("/api/tracks", tracks),
-        Route("/api/tracks/{track_id:str}/neighbours", neighbours),
+        Route("/api/neighbours", neighbours),
         Route("/api/evaluation", evaluation),
         Route("/api/query", query, methods=["POST"]),
-        Route("/audio/{track_id:str}", audio_file),
+        Route("/audio", audio_file),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(guard.Guard, hosts=frozenset(hosts))])
 
 
-def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0,
-          k: int = 10) -> None:
-    """Run the explorer with uvicorn until interrupted."""
+# ---------------------------------------------------------------- starting
+
+MAX_PORT = 65535
+
+
+def check_options(host: str, port: int, allowed_hosts: Iterable[str] = ()) -> None:
+    """`ServeError` for a port out of range or a malformed --allowed-host, before anything starts."""
+    if not 0 <= port <= MAX_PORT:
+        raise ServeError(f"--port {port}: not a port number (1 to {MAX_PORT}, or 0 for any free port)")
+    try:
+        guard.allowed_hosts(host, port, allowed_hosts)
+    except ValueError as err:
+        raise ServeError(str(err)) from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; `ServeError` (one line) when that is impossible."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restarts reuse the port
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {port} on {host} is in use (another server?); choose another "
+                             "with --port") from None
+        if err.errno == errno.EACCES:
+            raise ServeError(f"port {port} on {host}: permission denied; choose a port above 1023 "
+                             "with --port") from None
+        raise ServeError(f"cannot listen on {host} port {port}: {err.strerror or err}") from None
+    return sock
+
+
+def exposure_warning(host: str) -> str | None:
+    """What binding host means for who can reach the library; None for a loopback address."""
+    if guard.is_loopback(host):
+        return None
+    return (f"listening on {host}: the library (its track list and audio files) and the upload "
+            "box are reachable from the network by anyone who can reach this machine (browsers "
+            "under the names given with --allowed-host); --host 127.0.0.1 keeps them on this machine")
+
+
+def page_url(host: str, port: int) -> str:
+    """The page's address for the banner (loopback for an all-interfaces bind)."""
+    name = "127.0.0.1" if host in guard.WILDCARD_HOSTS else guard.bracketed(host)
+    return f"http://{name}:{port}/"
+
+
+def serve(explorer: Explorer, sock: socket.socket, hosts: Iterable[str], params: ServeParams) -> None:
+    """Run the explorer with uvicorn on a bound socket (`bind`) until interrupted."""
     import uvicorn
 
-    app = create_app(explorer, int(max_upload_mb * 2**20), k)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(explorer, int(params.max_upload_mb * 2**20), params.neighbours,
+                     params.max_query_seconds, hosts)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -26,8 +26,9 @@
   } : {
     tracks: () => getJSON("api/tracks"),
     evaluation: () => getJSON("api/evaluation"),
-    neighbours: (id) => getJSON(`api/tracks/${encodeURIComponent(id)}/neighbours`),
-    audioUrl: (id) => `audio/${encodeURIComponent(id)}`,
+    // a track id travels as a query parameter: ids of a folder library are paths ("a/b #1.mp3")
+    neighbours: (id) => getJSON(`api/neighbours?id=${encodeURIComponent(id)}`),
+    audioUrl: (id) => `audio?id=${encodeURIComponent(id)}`,
     query: (file) => getJSON(`api/query?filename=${encodeURIComponent(file.name)}`,
                              { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }),
   };
