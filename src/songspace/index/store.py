@@ -243,8 +243,11 @@ class SongIndex:
 
     def _write(self, final: Path) -> Path:
         """`save` without taking the lock (the caller holds it)."""
-        return folder.save(final, lambda out: files.write_files(
-            out, self.meta, self.tracks, self.embeddings, self.fitted_on, self.ctx, self.searcher))
+        return folder.save(final, self.write_files)
+
+    def write_files(self, out: Path) -> None:
+        """Write the index's files into the new, empty folder `out` (no lock, no swap: `save` does both)."""
+        files.write_files(out, self.meta, self.tracks, self.embeddings, self.fitted_on, self.ctx, self.searcher)
 
     @classmethod
     def load(cls, index_dir: str | Path) -> "SongIndex":
