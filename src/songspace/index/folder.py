@@ -126,7 +126,8 @@ def commit(new: Path, final: Path) -> None:
 
 def leftovers(final: Path, kind: str) -> list[Path]:
     """The `.<name>.<kind>-*` folders beside `final` (kind: new | old), newest last."""
-    found = [p for p in final.parent.glob(f".{final.name}.{kind}-*") if p.is_dir()]
+    prefix = f".{final.name}.{kind}-"  # not a glob: the folder's name may hold [ ] * ?
+    found = [p for p in final.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
