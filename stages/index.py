@@ -19,11 +19,8 @@ def main() -> None:
     ap.add_argument("--params", default=config.PARAMS_FILE)
     args = ap.parse_args()
     params = config.load(args.params)
-    try:
-        built = index.build_from_pipeline(args.features, args.tracks, args.splits, args.model, params,
-                                          eval_json=args.eval, device=args.device, added_csv=args.added)
-    except index.LibraryError as err:
-        raise SystemExit(f"index: {err}") from None
+    built = index.build_from_pipeline(args.features, args.tracks, args.splits, args.model, params,
+                                      eval_json=args.eval, device=args.device, added_csv=args.added)
     built.save(args.out)
     meta = built.meta
     listed = len(ingest.read_tracks(args.tracks, required=("track_id",)))

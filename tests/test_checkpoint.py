@@ -92,3 +92,39 @@ def test_embed_output_name_is_the_one_written(tmp_path, real_checkpoint, capsys)
     assert main(["embed", str(song), "--model", str(real_checkpoint), "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "out.npy").exists() and f"wrote {tmp_path / 'out.npy'}:" in out
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_missing_or_damaged_musicnn_weights_are_named_as_such(tmp_path, monkeypatch, capsys, damage):
+    """A songspace checkpoint of a musicnn model is fine; the weights it is built on are not."""
+    import dataclasses
+    import shutil
+
+    from songspace import config
+    from songspace.models import musicnn
+
+    raw = {**TINY_PARAMS, "model": "mm", "features": {**TINY_PARAMS["features"], "n_mels": musicnn.N_MELS},
+           "models": {"mm": {"arch": "musicnn", "pretrained": "MSD_musicnn", "freeze": "backbone"}}}
+    params = config.from_dict(raw)
+    model = embed.build(params.model_params, params.features)  # with the installed weights
+    ckpt = tmp_path / "musicnn.pt"
+    torch.save({"model_name": "mm", "model_params": dataclasses.asdict(params.model_params),
+                "feature_params": dataclasses.asdict(params.features), "model": model.state_dict()}, ckpt)
+    # a musicnn wheel whose weights are missing or damaged, found first on the path
+    weights = tmp_path / "site" / "musicnn" / "MSD_musicnn"
+    weights.mkdir(parents=True)
+    (weights.parent / "__init__.py").write_text("")
+    if damage == "truncated":
+        for part in (".index", ".data-00000-of-00001"):
+            shutil.copy(musicnn.checkpoint_dir("MSD_musicnn") / part, weights / part)
+        data = weights / ".data-00000-of-00001"
+        data.write_bytes(data.read_bytes()[:1000])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert musicnn.checkpoint_dir("MSD_musicnn") == weights
+    song = write_tone(tmp_path / "song.wav", seconds=4.0)
+    code = main(["embed", str(song), "--model", str(ckpt), "-o", str(tmp_path / "out.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    named = weights / (".index" if damage == "missing" else ".data-00000-of-00001")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"songspace: error: {named}: "), err
+    assert "musicnn wheel's MSD_musicnn weights are missing or damaged" in err[0]
+    assert "not a songspace checkpoint" not in err[0]

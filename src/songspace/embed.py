@@ -87,6 +87,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         feature_params = FeatureParams(**ckpt["feature_params"])
         model = build(model_params, feature_params)
         model.load_state_dict(ckpt["model"])
+    except checkpoint.CheckpointError:
+        raise  # pretrained weights the model is built on (musicnn's): that file is named, not this one
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise checkpoint.CheckpointError(f"{path}: not a songspace checkpoint ({first})") from None

@@ -1,7 +1,10 @@
 """Similar songs: the faiss index of a library's embeddings and the Python API over it.
 
 * `forms` - each grid distance in faiss: stored vectors, flat / HNSW / brute-force search, recall;
-* `store` - `SongIndex`, its folder on disk (lock, atomic save), the added-songs list;
+* `store` - `SongIndex`: build, search, add, save and load;
+* `files` - the index folder's files: their one writer and one reader (damaged files named);
+* `folder` - the folder as a unit: lock, atomic save, recovery after a kill, the added-songs list;
+* `errors` - the index's user errors;
 * `pipeline` - the `index` stage: embed the pipeline's tracks and index them;
 * `api` - `Library`, a model with its index: similar songs, adding songs, embedding files.
 
@@ -20,9 +23,10 @@ DEFAULT_EVAL_JSON = Path("metrics/eval.json")
 _HOMES = {
     "forms": ("FORMS", "BruteForce", "new_searcher", "describe_searcher", "index_vectors", "grid_distance",
               "recall_at_k", "rescore", "measure_recall", "RECALL_K", "RECALL_SAMPLE", "RECALL_RTOL"),
-    "store": ("SongIndex", "LibraryError", "IndexNotFound", "StaleIndex", "UnknownTrack", "FILES",
-              "TRACK_TABLE", "FORMAT_VERSION", "resolve_cell", "index_lock", "added_list_path",
-              "read_added", "append_added"),
+    "errors": ("LibraryError", "IndexNotFound", "StaleIndex", "UnknownTrack"),
+    "store": ("SongIndex", "resolve_cell"),
+    "files": ("FILES", "TRACK_TABLE", "FORMAT_VERSION", "read_files", "write_files"),
+    "folder": ("index_lock", "added_list_path", "read_added", "sync_added", "recover"),
     "pipeline": ("build_from_pipeline",),
     "api": ("Library", "Neighbour", "load_model", "embed_files"),
 }

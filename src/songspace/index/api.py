@@ -180,22 +180,23 @@ class Library:
         """Embed audio files and add them to the index without rebuilding it.
 
         Each file becomes a track (track_id from its file name, made unique; label as given, or
-        'unlabelled'). Files whose bytes are already in the index (or repeated in `paths`) are
-        not added again. Every file is checked and embedded before any is added, so a missing
-        or undecodable file, or a name that is not UTF-8 (audio.AudioError), leaves the index
-        unchanged. With save, the whole add runs under the index's lock on the index as it is
-        on disk then (two adds at once both land), the songs are listed in the added-songs list
-        (`index.added_list_path`, read again by `dvc repro index`) and the index folder is
-        replaced whole. Returns a table: track_id, path, label, added (bool), note.
+        'unlabelled'; its absolute path). Files whose bytes are already in the index (or
+        repeated in `paths`) are not added again, so a retried add adds nothing twice. Every
+        file is checked and embedded before any is added, so a missing or undecodable file, or
+        a name that is not UTF-8 (audio.AudioError), leaves the index unchanged. With save,
+        the files are embedded first; then, under the index's lock, the index is read again
+        as it is on disk (another add may have grown it: files it now holds are skipped), the
+        new tracks are added, the folder is replaced whole and the added-songs list
+        (`index.added_list_path`, read again by `dvc repro index`) is brought up to the
+        index's added tracks. Returns a table: track_id, path, label, added (bool), note.
         """
-        import contextlib
-
+        import numpy as np
         import pandas as pd
 
         from songspace import audio, ingest
-        from songspace.index.store import SongIndex, added_list_path, append_added, index_lock
+        from songspace.index.store import SongIndex, added_list_path, index_lock, sync_added
 
-        paths = [Path(p) for p in paths]
+        paths = [Path(os.path.abspath(p)) for p in paths]
         for p in paths:
             try:
                 str(p).encode("utf-8")
@@ -204,18 +205,27 @@ class Library:
             if not p.is_file():
                 raise audio.AudioError(p, "no such file" if not p.exists() else "not a regular file")
         digests = [ingest.sha1_of(p) for p in paths]
-        with index_lock(self.index_path) if save else contextlib.nullcontext():
-            if save:  # the index as another add may have left it
-                self.index = SongIndex._read(self.index_path)
-            report, new = self._plan_add(paths, digests, label)
-            if new:
-                emb = self.embed([r["path"] for r in new], progress=progress)
-                rows = pd.DataFrame(new)
-                self.index.add(emb, rows, progress=progress)
-                if save:
-                    append_added(added_list_path(self.index_path), rows)
+        vectors: dict[str, "np.ndarray"] = {}
+        report, new = self._plan_add(paths, digests, label)
+        self._embed_new(new, vectors, progress)  # outside the lock: the slow part
+        if save:
+            with index_lock(self.index_path):
+                self.index = SongIndex._read(self.index_path)  # as another add may have left it
+                report, new = self._plan_add(paths, digests, label)
+                self._embed_new(new, vectors, progress)  # only songs the index lost meanwhile
+                if new:
+                    self.index.add(np.stack([vectors[r["sha1"]] for r in new]), pd.DataFrame(new))
                     self.index._write(self.index_path)
+                sync_added(added_list_path(self.index_path), self.index.added)
+        elif new:
+            self.index.add(np.stack([vectors[r["sha1"]] for r in new]), pd.DataFrame(new))
         return pd.DataFrame(report, columns=["track_id", "path", "label", "added", "note"])
+
+    def _embed_new(self, new: list[dict], vectors: dict, progress: bool) -> None:
+        """Embed the planned tracks not in `vectors` yet (keyed by sha1)."""
+        todo = [r for r in new if r["sha1"] not in vectors]
+        if todo:
+            vectors.update(zip([r["sha1"] for r in todo], self.embed([r["path"] for r in todo], progress=progress)))
 
     def _plan_add(self, paths: list[Path], digests: list[str], label: str | None
                   ) -> tuple[list[dict], list[dict]]:
@@ -233,8 +243,7 @@ class Library:
             track_id = self._new_id(p.stem, taken)
             taken.add(track_id)
             known[digest] = track_id
-            row = {"track_id": track_id, "path": _display_path(p), "label": label or ingest.UNLABELLED,
-                   "sha1": digest}
+            row = {"track_id": track_id, "path": str(p), "label": label or ingest.UNLABELLED, "sha1": digest}
             new.append(row)
             report.append({**{k: row[k] for k in ("track_id", "path", "label")}, "added": True, "note": ""})
         return report, new
@@ -277,11 +286,3 @@ class Library:
             "dim": self.index.dim,
         }
 
-
-def _display_path(p: Path) -> str:
-    """A path relative to the working folder when it lies below it, else absolute."""
-    absolute = p.resolve()
-    try:
-        return str(absolute.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(absolute)

@@ -1,65 +1,33 @@
-"""The similar-song index: a library's embeddings searchable under one cell of the grid, and
-its folder on disk.
+"""The similar-song index: a library's embeddings searchable under one cell of the grid.
 
 An index is built for one (distance, scaler) cell: the scaler and whatever the distance needs
 (`distances.fit_context`: minkowski's p, seuclidean's variances, the binary codes' medians)
 are fitted on the *training* tracks' embeddings, as in evaluation, then every track of the
 library is scaled, mapped onto faiss (`forms`) and added.
 
-On disk an index is a folder (`FILES`): meta.json (model identity: checkpoint sha256 and
-model name; cell; index type; build time; recall), tracks.csv (track_id, path, label, sha1),
-embeddings.npy (raw model embeddings, (n, d) float32), state.npz (the fitted scaler and the
-distance context) and vectors.faiss. The checkpoint's sha256 is checked on opening, so an
-index built with another model is refused (`StaleIndex`), never silently used. Every reader
-and writer holds the folder's lock (`index_lock`); a save replaces the folder whole.
+On disk an index is a folder (`files`: meta.json with the model identity, the cell, the index
+type, build time and recall; tracks.csv; embeddings.npy; state.npz; vectors.faiss), replaced
+whole under its lock (`folder`). The checkpoint's sha256 is checked on opening, so an index
+built with another model is refused (`StaleIndex`), never silently used.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 
 from songspace import checkpoint, distances, scalers
-from songspace.errors import UserError
-from songspace.index import DEFAULT_EVAL_JSON
+from songspace.index import DEFAULT_EVAL_JSON, files, folder
+from songspace.index.errors import IndexNotFound, LibraryError, StaleIndex, UnknownTrack  # noqa: F401
+from songspace.index.files import FILES, FORMAT_VERSION, TRACK_TABLE, track_table  # noqa: F401
+from songspace.index.folder import (added_list_path, index_lock, read_added,  # noqa: F401
+                                    sync_added)
 from songspace.index.forms import (FORMS, BruteForce, _add, _search, describe_searcher, grid_distance,
                                    index_vectors, measure_recall, new_searcher)
-
-FORMAT_VERSION = 2   # 2: the scaler is refitted on the stored rows `fitted_on`
-FILES = {
-    "meta": "meta.json",
-    "tracks": "tracks.csv",
-    "embeddings": "embeddings.npy",
-    "state": "state.npz",
-    "vectors": "vectors.faiss",
-}
-TRACK_TABLE = ("track_id", "path", "label", "sha1")
-LOCK_TIMEOUT_S = 600.0       # how long a reader or writer waits for another one's lock
-
-
-class LibraryError(UserError):
-    """A problem with the index, the model or a query that a user can fix; the message says how."""
-
-
-class IndexNotFound(LibraryError):
-    """No index where one was expected."""
-
-
-class StaleIndex(LibraryError):
-    """The index was built with another model checkpoint than the one given."""
-
-
-class UnknownTrack(LibraryError):
-    """A query names neither an existing file nor a track of the index."""
 
 
 # ---------------------------------------------------------------- choosing the cell
@@ -171,7 +139,7 @@ class SongIndex:
             raise ValueError("embeddings: NaN or inf in the model's output")
         if len(tracks) != len(emb):
             raise ValueError(f"{len(tracks)} tracks but {len(emb)} embeddings")
-        table = _track_table(tracks)
+        table = track_table(tracks)
         if table["track_id"].duplicated().any():
             dup = table.loc[table["track_id"].duplicated(), "track_id"].iloc[0]
             raise ValueError(f"track_id '{dup}' appears twice in the track table")
@@ -243,7 +211,7 @@ class SongIndex:
     def add(self, raw: np.ndarray, tracks: pd.DataFrame, progress: bool = False) -> None:
         """Append tracks (table rows) with their raw embeddings (m, d); the fit stays as built."""
         raw = np.asarray(raw, dtype=np.float32)
-        table = _track_table(tracks)
+        table = track_table(tracks)
         if len(table) != len(raw):
             raise ValueError(f"{len(table)} tracks but {len(raw)} embeddings")
         clash = sorted(set(table["track_id"]) & set(self.tracks["track_id"]))
@@ -257,108 +225,56 @@ class SongIndex:
         self.meta["added_tracks"] = int(self.meta.get("added_tracks", 0)) + len(table)
         self.meta["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write the index folder (`FILES`) under its lock, replacing the old folder whole.
+    @property
+    def added(self) -> pd.DataFrame:
+        """The tracks added after the build (`add`; the last meta["added_tracks"] rows)."""
+        n_added = int(self.meta.get("added_tracks", 0))
+        return self.tracks.iloc[self.n_tracks - n_added:].reset_index(drop=True)
 
-        The new folder is written aside and renamed into place, so a crash or an error while
-        writing leaves the previous index intact, and a reader never sees half of each.
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the index folder under its lock, replacing the old folder whole.
+
+        The new folder is written aside and renamed into place (`folder.save`), so a crash or
+        an error while writing leaves the previous index intact, and a reader never sees half
+        of each.
         """
         with index_lock(out_dir):
-            return self._write(Path(out_dir))
+            return self._write(folder.absolute(out_dir))
 
     def _write(self, final: Path) -> Path:
         """`save` without taking the lock (the caller holds it)."""
-        _recover(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        out = final.with_name(f".{final.name}.new-{os.getpid()}")
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        try:
-            self._write_files(out)
-            _swap_in(out, final)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        return final
+        return folder.save(final, self.write_files)
 
-    def _write_files(self, out: Path) -> None:
-        def put(name: str, write) -> None:
-            write(out / FILES[name])
-
-        # the scaler is stored as the rows it was fitted on: loading fits it again, exactly
-        state = {"fitted_on": np.asarray(self.fitted_on, bool)}
-        state.update({f"ctx.{k}": np.asarray(v) for k, v in self.ctx.items()})
-        put("embeddings", lambda p: _write_bytes(p, lambda f: np.save(f, self.embeddings)))
-        put("state", lambda p: _write_bytes(p, lambda f: np.savez(f, **state)))
-        put("tracks", lambda p: self.tracks.to_csv(p, index=False))
-        vectors = out / FILES["vectors"]
-        if isinstance(self.searcher, BruteForce):
-            vectors.unlink(missing_ok=True)  # rebuilt from the embeddings on loading
-        elif isinstance(self.searcher, faiss.IndexBinary):
-            put("vectors", lambda p: faiss.write_index_binary(self.searcher, str(p)))
-        else:
-            put("vectors", lambda p: faiss.write_index(self.searcher, str(p)))
-        # meta.json last: a folder with a meta.json is complete
-        put("meta", lambda p: Path(p).write_text(json.dumps(self.meta, indent=2) + "\n"))
+    def write_files(self, out: Path) -> None:
+        """Write the index's files into the new, empty folder `out` (no lock, no swap: `save` does both)."""
+        files.write_files(out, self.meta, self.tracks, self.embeddings, self.fitted_on, self.ctx, self.searcher)
 
     @classmethod
     def load(cls, index_dir: str | Path) -> "SongIndex":
-        """Read an index folder written by `save` (under its lock); `IndexNotFound` when there is none."""
+        """Read an index folder written by `save` (under its lock).
+
+        `IndexNotFound` when there is none, or when a file of it is missing or damaged.
+        """
         with index_lock(index_dir):
-            return cls._read(Path(index_dir))
+            return cls._read(folder.absolute(index_dir))
 
     @classmethod
-    def _read(cls, folder: Path) -> "SongIndex":
+    def _read(cls, path: Path) -> "SongIndex":
         """`load` without taking the lock (the caller holds it)."""
-        _recover(folder)
-        meta_file = folder / FILES["meta"]
-        if not meta_file.exists():
-            raise IndexNotFound(
-                f"{folder}: no song index here (missing {FILES['meta']}); build it with "
-                "`dvc repro index`"
-            )
-        try:
-            meta = json.loads(meta_file.read_text())
-            if meta.get("format") != FORMAT_VERSION:
-                raise ValueError(f"format {meta.get('format')}, this songspace reads {FORMAT_VERSION}")
-            tracks = pd.read_csv(folder / FILES["tracks"], dtype=str, keep_default_na=False)
-            embeddings = np.load(folder / FILES["embeddings"])
-            with np.load(folder / FILES["state"]) as z:
-                state = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as err:
-            raise IndexNotFound(f"{folder}: unreadable song index ({err}); rebuild it with `dvc repro index`") from None
-        distance, scaler_name = meta["distance"], meta["scaler"]
-        fitted_on = state.get("fitted_on")
-        if fitted_on is None or fitted_on.dtype != bool or fitted_on.shape != (len(embeddings),) \
-                or not fitted_on.any():
-            raise IndexNotFound(f"{folder}: inconsistent index (no fitted rows for its {len(embeddings)} "
-                                "embeddings); rebuild it with `dvc repro index`")
-        scaler = scalers.fit(scaler_name, embeddings[fitted_on])
-        ctx = {k[4:]: (v.item() if v.ndim == 0 else v) for k, v in state.items() if k.startswith("ctx.")}
-        kind = FORMS[distance][0]
-        if kind == "bool":
-            searcher = BruteForce(distance, ctx, embeddings.shape[1])
-        else:
-            path = folder / FILES["vectors"]
-            if not path.exists():
-                raise IndexNotFound(f"{path}: missing; rebuild the index with `dvc repro index`")
-            read = faiss.read_index_binary if kind == "binary" else faiss.read_index
-            try:
-                searcher = read(str(path))
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
-                raise IndexNotFound(f"{path}: corrupt or truncated faiss index ({first}); rebuild it "
-                                    "with `dvc repro index`") from None
-            if hasattr(searcher, "hnsw"):  # efSearch is a search-time setting, not saved
-                searcher.hnsw.efSearch = int(meta.get("hnsw_ef_search", 128))
-        index = cls(distance, scaler_name, scaler, ctx, tracks, embeddings.astype(np.float32), searcher, meta,
-                    fitted_on=fitted_on)
-        if kind == "bool":
-            searcher.add(index.vectors(index.embeddings))
-        if searcher.ntotal != len(tracks) or len(embeddings) != len(tracks):
-            raise IndexNotFound(
-                f"{folder}: inconsistent index ({len(tracks)} tracks, {len(embeddings)} embeddings, "
-                f"{searcher.ntotal} vectors); rebuild it with `dvc repro index`"
-            )
+        folder.recover(path)
+        stored = files.read_files(path)
+        meta, emb = stored.meta, stored.embeddings
+        distance = meta["distance"]
+        scaler = scalers.fit(meta["scaler"], emb[stored.fitted_on])
+        searcher = stored.searcher
+        if searcher is None:
+            searcher = BruteForce(distance, stored.ctx, emb.shape[1])
+        elif hasattr(searcher, "hnsw"):  # efSearch is a search-time setting, not saved
+            searcher.hnsw.efSearch = int(meta.get("hnsw_ef_search", 128))
+        index = cls(distance, meta["scaler"], scaler, stored.ctx, stored.tracks, emb, searcher, meta,
+                    fitted_on=stored.fitted_on)
+        if stored.searcher is None:
+            searcher.add(index.vectors(emb))
         return index
 
     def check_model(self, model_path: str | Path) -> None:
@@ -377,96 +293,3 @@ class SongIndex:
                 f"sha256 {now[:12]}: the index is stale; run `dvc repro index`"
             )
 
-
-def index_lock(index_dir: str | Path, timeout_s: float = LOCK_TIMEOUT_S):
-    """The lock every reader and writer of an index folder holds: `.<name>.lock` beside it.
-
-    Two `songspace add` runs on one index take turns, so neither loses the other's tracks.
-    """
-    from filelock import FileLock, Timeout
-
-    folder = Path(index_dir)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder.with_name(f".{folder.name}.lock")), timeout=timeout_s)
-
-    @contextlib.contextmanager
-    def held():
-        try:
-            lock.acquire()
-        except Timeout:
-            raise LibraryError(f"{folder}: still locked by another songspace process after "
-                               f"{timeout_s:g} s ({lock.lock_file})") from None
-        except PermissionError:  # a read-only place: nobody can write there either
-            yield
-            return
-        try:
-            yield
-        finally:
-            lock.release()
-
-    return held()
-
-
-def added_list_path(index_dir: str | Path) -> Path:
-    """Where the songs added with `songspace add` are listed: `added/tracks.csv` beside the index.
-
-    DVC never overwrites it (it is an input of the `index` stage, not an output), so the songs
-    listed there survive `dvc repro`: the stage embeds them again with the current model.
-    """
-    return Path(index_dir).parent / "added" / "tracks.csv"
-
-
-def read_added(path: str | Path) -> pd.DataFrame:
-    """The added-songs list (`TRACK_TABLE` columns); empty when there is none."""
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame(columns=list(TRACK_TABLE))
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise LibraryError(f"{path}: unreadable list of added songs ({err})") from None
-    missing = [c for c in TRACK_TABLE if c not in table.columns]
-    if missing:
-        raise LibraryError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(TRACK_TABLE)})")
-    return table[list(TRACK_TABLE)]
-
-
-def append_added(path: str | Path, rows: pd.DataFrame) -> None:
-    """Add rows to the added-songs list, replacing the file whole (write aside, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([read_added(path), _track_table(rows)], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
-    table.to_csv(tmp, index=False, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _swap_in(new: Path, final: Path) -> None:
-    """Rename the folder `new` to `final`, moving an existing `final` aside first, then dropping it."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover(final: Path) -> None:
-    """After a crash between `_swap_in`'s two renames, put the previous index back."""
-    if final.exists():
-        return
-    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and (olds[-1] / FILES["meta"]).exists():
-        os.replace(olds[-1], final)
-
-
-def _write_bytes(path: Path, write) -> None:
-    with open(path, "wb") as f:  # a file object: numpy would append .npy / .npz to a name
-        write(f)
-
-
-def _track_table(tracks: pd.DataFrame) -> pd.DataFrame:
-    if "track_id" not in tracks:
-        raise ValueError("track table: needs a track_id column")
-    out = pd.DataFrame({c: (tracks[c] if c in tracks else "") for c in TRACK_TABLE})
-    return out.fillna("").astype(str).reset_index(drop=True)

@@ -228,8 +228,8 @@ def checkpoint_dir(name: str) -> Path:
         raise ModelError(f"pretrained '{name}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
     spec = importlib.util.find_spec("musicnn")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the musicnn weights are not installed: pip install --no-deps {WHEEL} "
-                         "(`make setup` does)")
+        raise CheckpointError(f"the musicnn weights are not installed: pip install --no-deps {WHEEL} "
+                              "(`make setup` does)")
     return Path(list(spec.submodule_search_locations)[0]) / name
 
 
@@ -291,12 +291,21 @@ def load_weights(model: Musicnn, name: str) -> Musicnn:
     """Copy checkpoint `name` (one of `CHECKPOINTS`) into `model` (strictly: every shape must
     match) and return it."""
     folder = checkpoint_dir(name)
-    tensors = read_bundle(folder)
-    state = state_dict_from_tf(tensors, tags=model.backend.tags is not None)
+    reinstall = (f"the musicnn wheel's {name} weights are missing or damaged: reinstall it "
+                 f"(pip install --force-reinstall --no-deps {WHEEL})")
+    try:
+        tensors = read_bundle(folder)   # its errors start with the file's path
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {reinstall}") from None
+    try:
+        state = state_dict_from_tf(tensors, tags=model.backend.tags is not None)
+    except CheckpointError as err:
+        raise CheckpointError(f"{folder}: {err}; {reinstall}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{folder}: does not fit musicnn: {err}") from None
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{folder}: does not fit musicnn ({first}); {reinstall}") from None
     return model
 
 
