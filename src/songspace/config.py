@@ -31,7 +31,8 @@ class ConfigError(UserError, ValueError):
 class DataParams:
     source: str = "corpus"
     audio_dir: str | None = None
-    labels: str = "folders"
+    labels: str = "folders"           # folders | a labels CSV | tag:genre | tag:artist | tag:album | tag:albumartist
+    groups: str = "none"              # none | tag:album | tag:artist: a group never straddles splits
     quartets: str | None = None
     min_seconds: float = 1.0
 
@@ -327,6 +328,19 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'params'}: {err}") from err
 
 
+LABEL_TAGS = ("genre", "artist", "album", "albumartist")   # data.labels: tag:<one of these>
+GROUP_TAGS = ("album", "artist")                             # data.groups: tag:<one of these>
+
+
+def _check_tag_choice(key: str, value: str, tags: tuple[str, ...], others: str) -> None:
+    if value.startswith("tag:") and value[4:] not in tags:
+        raise ConfigError(f"{key} '{value}' is unknown; choose {others} or one of: "
+                          f"{', '.join('tag:' + t for t in tags)}")
+    if key == "data.groups" and value != "none" and not value.startswith("tag:"):
+        raise ConfigError(f"{key} '{value}' is unknown; choose {others} or one of: "
+                          f"{', '.join('tag:' + t for t in tags)}")
+
+
 def validate(params: Params) -> Params:
     """Cross-field checks that a single field's type cannot express."""
     if params.loss not in LOSSES:
@@ -337,6 +351,8 @@ def validate(params: Params) -> Params:
         )
     if params.data.source == "folder" and not params.data.audio_dir:
         raise ConfigError("data.source is 'folder' but data.audio_dir is not set")
+    _check_tag_choice("data.labels", params.data.labels, LABEL_TAGS, "folders, a labels CSV")
+    _check_tag_choice("data.groups", params.data.groups, GROUP_TAGS, "none")
     if params.train.mining not in MINING:
         raise ConfigError(
             f"train.mining '{params.train.mining}' is unknown; choose one of: {', '.join(MINING)}"

@@ -1,4 +1,5 @@
-"""Checking that one audio file is usable: hashed, read, fully decoded, not silent, long enough.
+"""Checking that one audio file is usable: hashed, read, fully decoded, not silent, long enough;
+and its tags read, in the same pass.
 
 `check_file` gives a verdict (`FileCheck`) with a reason code instead of raising: the ingest
 stage lists the files it cannot use and goes on. `check_files` runs it over many files in
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from songspace import tags
 from songspace.audio import BLOCK_FRAMES, SILENCE_PEAK, BadAudio, quiet_stderr, scan
 
 def sha1_of(path: str | Path) -> str:
@@ -35,6 +37,7 @@ class FileCheck:
     frames: int = 0
     reason: str | None = None
     detail: str = ""
+    tags: tuple[str, ...] = ()   # `tags.TAG_COLUMNS` values of a usable file ('' where missing)
 
     @property
     def duration_s(self) -> float:
@@ -68,7 +71,7 @@ def check_file(path: str | Path, min_seconds: float, block_frames: int = BLOCK_F
         return FileCheck(str(path), **facts, reason="too_short",
                          detail=f"too short: {s.duration_s:.2f} s < data.min_seconds "
                                 f"({min_seconds:g} s)")
-    return FileCheck(str(path), **facts)
+    return FileCheck(str(path), **facts, tags=tuple(tags.read(path).values()))
 
 
 def _kind(mode: int) -> str:

@@ -24,12 +24,14 @@ import pandas as pd
 from songspace.audio import AUDIO_EXTENSIONS, BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
 from songspace.config import Params
 from songspace.errors import UserError
+from songspace.tags import TAG_COLUMNS, first
 from songspace.filecheck import FileCheck, check_file, check_files, sha1_of  # noqa: F401 - part of this API too
 
-TRACK_COLUMNS = (
+REQUIRED_COLUMNS = (
     "track_id", "path", "label", "group", "duration_s", "sample_rate", "channels", "sha1",
 )
-TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1")  # read as text, never as numbers
+TRACK_COLUMNS = (*REQUIRED_COLUMNS, *TAG_COLUMNS)   # a table without tags reads with them empty
+TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1", *TAG_COLUMNS)  # text, never numbers
 SKIPPED_COLUMNS = ("path", "reason", "detail")
 ALIAS_COLUMNS = ("path", "track_id")
 # Why a file was left out, most basic first.
@@ -42,7 +44,7 @@ REASONS = {
     "truncated": "an audio file cut short",
     "silent": "decodes to silence",
     "too_short": "shorter than data.min_seconds",
-    "unlabelled": "no label (at the library root / not in the labels CSV)",
+    "unlabelled": "no label (at the library root / not in the labels CSV / no such tag)",
     "duplicate": "byte-identical to a track kept under another path",
     "not_a_file": "not a regular file (a named pipe, a device, a socket)",
     "bad_name": "a file or folder name that is not valid UTF-8",
@@ -50,6 +52,7 @@ REASONS = {
 }
 # Label of files without one when human quartets are the ground truth (labels are optional).
 UNLABELLED = "unlabelled"
+TAG_PREFIX = "tag:"   # data.labels / data.groups taken from a tag: tag:genre, tag:album, ...
 
 
 class IngestError(UserError, ValueError):
@@ -91,6 +94,9 @@ class Found:
     ignored: Counter = field(default_factory=Counter)  # hidden / other-suffix files
     root: str = ""
     files_found: int = 0  # audio files seen (listed, for the corpus)
+    label_tag: str | None = None   # labels from this tag (`data.labels: tag:genre`), known after the check
+    group_tag: str | None = None   # groups from this tag (`data.groups: tag:album`)
+    keep_unlabelled: bool = False  # a file without a label is kept (as UNLABELLED), not skipped
 
 
 def is_audio_path(path: str | Path) -> bool:
@@ -203,25 +209,33 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
 
 def find_in_folder(
     audio_dir: str | Path, labels: str, keep_unlabelled: bool, labels_csv: str | Path | None = None,
+    groups: str = "none",
 ) -> Found:
-    """Candidates from a folder: labels from the first sub-folder ('folders') or a labels CSV.
+    """Candidates from a folder: labels from the first sub-folder ('folders'), a labels CSV, or
+    a tag ('tag:genre', set by `assemble` once the tags are read); groups from the labels CSV,
+    or a tag ('tag:album': album artist + album; 'tag:artist'), else each file its own group.
 
     Files without a label are skipped ('unlabelled') unless `keep_unlabelled` (annotated
     quartets are the ground truth), when they get the label UNLABELLED.
     """
     rels, bad_dirs, ignored = walk_audio(audio_dir)
     found = Found(skipped=list(bad_dirs), ignored=ignored, root=str(audio_dir),
-                  files_found=len(rels))
+                  files_found=len(rels), keep_unlabelled=keep_unlabelled,
+                  label_tag=labels[4:] if labels.startswith(TAG_PREFIX) else None,
+                  group_tag=groups[4:] if groups.startswith(TAG_PREFIX) else None)
     if not rels:
         raise IngestError(
             f"no audio files ({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}) under "
             f"'{audio_dir}': put your music there, one sub-folder per label "
             "(e.g. jazz/track.mp3), or point data.audio_dir at the right folder"
         )
-    table = read_labels_csv(labels_csv) if labels != "folders" else None
+    table = read_labels_csv(labels_csv) if labels_csv is not None else None
     by_path = {} if table is None else {r.path: r for r in table.itertuples()}
     for rel in rels:
         full = (Path(audio_dir) / rel).as_posix()
+        if found.label_tag:
+            found.candidates.append(Candidate(rel, full, "", rel))  # labelled from its tags
+            continue
         if table is None:
             parts = PurePosixPath(rel).parts
             label, group = (parts[0] if len(parts) > 1 else ""), ""
@@ -291,6 +305,23 @@ class Ingested:
     report: dict
 
 
+def _from_tags(found: Found, cand: Candidate, chk: FileCheck) -> Candidate:
+    """The candidate with its label and group from its tags, where params say so."""
+    if not (found.label_tag or found.group_tag):
+        return cand
+    t = dict(zip(TAG_COLUMNS, chk.tags or ("",) * len(TAG_COLUMNS)))
+    label, group = cand.label, cand.group
+    if found.label_tag:
+        label = first(t[found.label_tag]) or (UNLABELLED if found.keep_unlabelled else "")
+    if found.group_tag == "album" and t["album"]:
+        # albums of one name by two artists ("Greatest Hits") are two groups
+        owner = first(t["albumartist"]) or first(t["artist"])
+        group = f"{owner} / {t['album']}" if owner else t["album"]
+    elif found.group_tag == "artist":
+        group = first(t["artist"]) or first(t["albumartist"]) or group
+    return Candidate(cand.track_id, cand.path, label, group)
+
+
 def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
     """Pure: candidates + their checks -> tracks (sorted by id; of byte-identical files the one
     with the shortest id is kept), skipped files, aliases and the report."""
@@ -304,6 +335,10 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
         cand, chk = found.candidates[i], checks[i]
         if chk.reason:
             skipped.append((cand.path, chk.reason, chk.detail))
+            continue
+        cand = _from_tags(found, cand, chk)
+        if not cand.label:
+            skipped.append((cand.path, "unlabelled", f"no label: no {found.label_tag} tag"))
             continue
         kept = kept_by_hash.get(chk.sha1)
         if kept is not None:
@@ -319,7 +354,8 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
             continue
         kept_by_hash[chk.sha1] = cand
         rows.append((cand.track_id, cand.path, cand.label, cand.group,
-                     round(chk.duration_s, 3), chk.sample_rate, chk.channels, chk.sha1))
+                     round(chk.duration_s, 3), chk.sample_rate, chk.channels, chk.sha1,
+                     *(chk.tags or ("",) * len(TAG_COLUMNS))))
     tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values(
         "track_id", kind="stable").reset_index(drop=True)
     skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).sort_values(
@@ -338,6 +374,7 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
         "labels": {str(k): int(v) for k, v in per_label.items()},
         "single_track_labels": [str(k) for k, v in per_label.items() if v == 1],
         "groups": int(tracks["group"].nunique()),
+        "tagged": int(((tracks["title"] != "") | (tracks["artist"] != "")).sum()),
         "sample_rates": {str(k): int(v) for k, v in
                          tracks["sample_rate"].value_counts().sort_index().items()},
         "channels": {str(k): int(v) for k, v in
@@ -367,10 +404,10 @@ def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
     data = params.data
     if data.source == "folder":
         labels_csv = None
-        if data.labels != "folders":
+        if data.labels != "folders" and not data.labels.startswith(TAG_PREFIX):
             labels_csv = resolve_param_path(data.labels, data.audio_dir, "data.labels CSV")
-        found = find_in_folder(data.audio_dir, data.labels,
-                               keep_unlabelled=data.quartets is not None, labels_csv=labels_csv)
+        found = find_in_folder(data.audio_dir, data.labels, keep_unlabelled=data.quartets is not None,
+                               labels_csv=labels_csv, groups=data.groups)
     else:
         found = find_in_corpus(corpus_csv)
     checks = check_files([c.path for c in found.candidates], data.min_seconds, workers, progress)
@@ -463,10 +500,10 @@ def write_tracks(tracks: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
-def read_tracks(path: str | Path, required: tuple[str, ...] = TRACK_COLUMNS) -> pd.DataFrame:
-    """Read a tracks.csv written by `write_tracks`: ids, paths, labels, groups and hashes as
-    text (empty cells as ""), facts as numbers. IngestError names the file when it is missing
-    or lacks one of the `required` columns."""
+def read_tracks(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """Read a tracks.csv written by `write_tracks`: ids, paths, labels, groups, hashes and tags
+    as text (empty cells as ""; tag columns a table lacks are added empty), facts as numbers.
+    IngestError names the file when it is missing or lacks one of the `required` columns."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: no track table; run the `ingest` stage first")
@@ -474,6 +511,9 @@ def read_tracks(path: str | Path, required: tuple[str, ...] = TRACK_COLUMNS) -> 
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise IngestError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in TAG_COLUMNS:
+        if column not in table.columns:
+            table[column] = ""
     return table
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 TAG_COLUMNS = ("artist", "albumartist", "album", "title", "genre", "year", "tracknumber")
 MULTI_SEP = "; "            # between the values of a multi-valued tag
 MAX_TAG_CHARS = 200         # a value is cut there: a tag is a name, not a document
-TAG_SOURCES = ("genre", "artist", "album", "albumartist")   # tags a label or group may come from
 
 # The ID3 frame of each field (wav and aiff carry plain ID3; mp3 is read through EasyID3)
 _ID3_FRAMES = {"artist": "TPE1", "albumartist": "TPE2", "album": "TALB", "title": "TIT2",
