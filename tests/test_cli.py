@@ -53,10 +53,12 @@ def test_similar_json_ranks_neighbours_without_the_song_itself(tiny, capsys):
     assert result["distance"] == "cosine" and result["scaler"] == "StandardScaler" and result["k"] == 4
     found = result["neighbours"]
     assert [n["rank"] for n in found] == [1, 2, 3, 4]
-    assert set(found[0]) == {"rank", "track_id", "label", "distance", "path"}
+    assert set(found[0]) == {"rank", "track_id", "name", "label", "distance", "similarity", "path"}
     assert tiny["tracks"]["track_id"].iloc[0] not in [n["track_id"] for n in found]
     dists = [n["distance"] for n in found]
-    assert dists == sorted(dists)
+    sims = [n["similarity"] for n in found]
+    assert dists == sorted(dists) and sims == sorted(sims, reverse=True) and 0 <= sims[-1] <= sims[0] <= 1
+    assert [n["name"] for n in found] == [Path(n["path"]).name for n in found]  # untagged: the file name
 
 
 def test_similar_table(tiny, capsys):

@@ -258,7 +258,7 @@ def test_a_file_in_the_library_by_path_or_bytes_is_excluded(tiny, tmp_path):
     shutil.copyfile(row["path"], copy)
     by_bytes = lib.similar(copy, k=11, as_frame=True)
     assert row["track_id"] not in set(by_bytes["track_id"])
-    assert list(by_bytes.columns) == ["rank", "track_id", "label", "distance", "path"]
+    assert list(by_bytes.columns) == ["rank", "track_id", "name", "label", "distance", "similarity", "path"]
     # a song outside the library: everything may be returned, nearest first
     outside = write_tone(tmp_path / "new.wav", freqs=(230.0, 340.0), seconds=1.5, seed=11)
     found = lib.similar(outside, k=12)

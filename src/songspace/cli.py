@@ -56,10 +56,7 @@ def cmd_similar(args) -> int:
     lib = Library.open(args.index, args.model)
     frame = lib.similar(args.song, k=args.k, as_frame=True)
     if args.json:
-        out = {"query": args.song, "k": args.k, "distance": lib.index.distance,
-               "scaler": lib.index.scaler_name, "exact": lib.index.meta.get("exact"),
-               "neighbours": frame.to_dict(orient="records")}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(lib.result_json(args.song, frame, args.k), indent=2))
         return 0
     meta = lib.index.meta
     print(f"nearest to {args.song}: {lib.index.distance} after {lib.index.scaler_name}, "

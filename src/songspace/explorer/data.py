@@ -39,21 +39,6 @@ class QueryTooLong(LibraryError):
     """An uploaded file whose header declares more audio than a query may decode."""
 
 
-def search_json(index, vector: np.ndarray, itself: set[int], query: str, k: int) -> dict:
-    """The k tracks nearest a raw embedding (d,), as `songspace similar --json` prints them.
-
-    itself: rows never returned (the query's own track). A read-only search of the index:
-    it takes no lock and never touches the model.
-    """
-    rows, dist = index.search(vector[None, :], k, exclude=[itself])
-    table = index.tracks
-    found = [(int(r), float(d)) for r, d in zip(rows[0], dist[0]) if r >= 0]
-    neighbours = [{"rank": rank, "track_id": table["track_id"].iat[r], "label": table["label"].iat[r],
-                   "distance": d, "path": table["path"].iat[r]} for rank, (r, d) in enumerate(found, 1)]
-    return {"query": query, "k": k, "distance": index.distance, "scaler": index.scaler_name,
-            "exact": index.meta.get("exact"), "neighbours": neighbours}
-
-
 def project(index, seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D coordinates (n, 2) of the index's tracks in its own geometry, and the method's name."""
     from songspace import distances, plots
@@ -225,7 +210,7 @@ class Explorer:
         if row is None:
             raise UnknownTrack(f"{track_id}: no track with that id in the index")
         index = self.lib.index
-        return search_json(index, index.embeddings[row], {row}, track_id, k)
+        return self.lib.result_json(track_id, self.lib.nearest(index.embeddings[row], k, {row}), k)
 
     def all_neighbours(self, k: int) -> dict[str, list[dict]]:
         """Every track's k nearest tracks (itself excluded): {track_id: [{id, label, distance}]}."""
@@ -260,7 +245,7 @@ class Explorer:
                 vector, itself, _ = self.lib.resolve(Path(path))
         except audio.AudioError as err:
             raise audio.AudioError(name, err.reason) from None
-        return search_json(self.lib.index, vector, itself, name, k)
+        return self.lib.result_json(name, self.lib.nearest(vector, k, itself), k)
 
     # ------------------------------------------------------------ audio
 

@@ -82,6 +82,7 @@ class Library:
         self.model_path = Path(model_path)
         self.device = device
         self._model = None
+        self._space = None
 
     @classmethod
     def open(cls, index_path: str | Path = DEFAULT_INDEX_DIR, model_path: str | Path = DEFAULT_MODEL_PATH,
@@ -153,18 +154,79 @@ class Library:
         import pandas as pd
 
         vector, itself, _ = self.resolve(query)
-        rows, dist = self.index.search(vector[None, :], k, exclude=[itself])
-        tracks = self.index.tracks
-        found = [(int(r), float(d)) for r, d in zip(rows[0], dist[0]) if r >= 0]
+        frame = self.nearest(vector, k, itself)
         if as_frame:
-            return pd.DataFrame({
-                "rank": range(1, len(found) + 1),
-                "track_id": [tracks["track_id"].iat[r] for r, _ in found],
-                "label": [tracks["label"].iat[r] for r, _ in found],
-                "distance": [d for _, d in found],
-                "path": [tracks["path"].iat[r] for r, _ in found],
-            })
-        return [Neighbour(tracks["track_id"].iat[r], tracks["label"].iat[r], d) for r, d in found]
+            return frame
+        return [Neighbour(r.track_id, r.label, r.distance) for r in frame.itertuples()]
+
+    def nearest(self, vector: "np.ndarray", k: int, itself: set[int] = frozenset()) -> "pd.DataFrame":
+        """The k tracks nearest a raw embedding (d,), rows `itself` left out: rank, track_id,
+        name ('title - artist' where tagged, else the file name), label, distance, similarity
+        (in [0, 1], `playlists.Space.similarity`), path. A read-only search: no lock, no model."""
+        import pandas as pd
+
+        from songspace import tags
+
+        found, dist = self.index.search(vector[None, :], k, exclude=[set(itself)])
+        keep = found[0] >= 0
+        rows, dist = [int(r) for r in found[0][keep]], [float(d) for d in dist[0][keep]]
+        t = self.index.tracks
+        return pd.DataFrame({
+            "rank": range(1, len(rows) + 1),
+            "track_id": [t["track_id"].iat[r] for r in rows],
+            "name": [tags.display_name(t["title"].iat[r], t["artist"].iat[r], Path(t["path"].iat[r]).name)
+                     for r in rows],
+            "label": [t["label"].iat[r] for r in rows],
+            "distance": dist,
+            "similarity": [round(float(s), 4) for s in self.space.similarity(dist)] if rows else [],
+            "path": [t["path"].iat[r] for r in rows],
+        })
+
+    def result_json(self, query: str, frame: "pd.DataFrame", k: int) -> dict:
+        """A neighbour table as `songspace similar --json` prints it (and the explorer sends it)."""
+        return {"query": query, "k": k, "distance": self.index.distance, "scaler": self.index.scaler_name,
+                "exact": self.index.meta.get("exact"), "neighbours": frame.to_dict(orient="records")}
+
+    # ------------------------------------------------------------ listening
+
+    @property
+    def space(self) -> "playlists.Space":
+        """The index's space for radio, paths and playlists (rebuilt when the index grows)."""
+        from songspace import playlists
+
+        if self._space is None or len(self._space.ids) != self.index.n_tracks:
+            self._space = playlists.Space.from_index(self.index)
+        return self._space
+
+    def track_id(self, query: str | Path) -> str:
+        """The library track a query names: its track_id, or its file (same bytes or path)."""
+        from songspace.index.store import UnknownTrack
+
+        if self._rows_with("track_id", str(query)):
+            return str(query)
+        _, rows, _ = self.resolve(query)
+        if not rows:
+            raise UnknownTrack(f"{query}: not a song of the index; add it first (`songspace add`)")
+        return str(self.index.tracks["track_id"].iat[min(rows)])
+
+    def radio(self, seed: str | Path, n: int = 30, **constraints) -> list["playlists.Entry"]:
+        """`playlists.radio` from a library song (track id or file); constraints as there."""
+        from songspace import playlists
+
+        return playlists.radio(self.space, self.track_id(seed), n, **constraints)
+
+    def path(self, start: str | Path, end: str | Path, n: int = 12, min_similarity: float = 0.0
+             ) -> list["playlists.Entry"]:
+        """`playlists.path` between two library songs (track ids or files)."""
+        from songspace import playlists
+
+        return playlists.path(self.space, self.track_id(start), self.track_id(end), n, min_similarity)
+
+    def playlists(self, k: int = 20, min_similarity: float = 0.0) -> list["playlists.Playlist"]:
+        """The library as k playlists (`playlists.playlists`)."""
+        from songspace import playlists
+
+        return playlists.playlists(self.space, k, min_similarity=min_similarity)
 
     # ------------------------------------------------------------ growing the library
 
@@ -230,7 +292,7 @@ class Library:
     def _plan_add(self, paths: list[Path], digests: list[str], label: str | None
                   ) -> tuple[list[dict], list[dict]]:
         """(report rows, new track rows) for files to add to the index as it is now."""
-        from songspace import ingest
+        from songspace import audio, ingest, tags
 
         known = dict(zip(self.index.tracks["sha1"], self.index.tracks["track_id"]))
         taken = set(self.index.tracks["track_id"])
@@ -243,7 +305,8 @@ class Library:
             track_id = self._new_id(p.stem, taken)
             taken.add(track_id)
             known[digest] = track_id
-            row = {"track_id": track_id, "path": str(p), "label": label or ingest.UNLABELLED, "sha1": digest}
+            row = {"track_id": track_id, "path": str(p), "label": label or ingest.UNLABELLED, "sha1": digest,
+                   "duration_s": f"{audio.info(p).duration_s:.3f}", **tags.read(p)}
             new.append(row)
             report.append({**{k: row[k] for k in ("track_id", "path", "label")}, "added": True, "note": ""})
         return report, new

@@ -25,6 +25,7 @@ import pandas as pd
 
 from songspace import distances, scalers
 from songspace.index.errors import IndexNotFound
+from songspace.tags import TAG_COLUMNS
 from songspace.index.forms import _FAISS_METRICS, FORMS, BruteForce, new_searcher
 
 FORMAT_VERSION = 2   # 2: the scaler is refitted on the stored rows `fitted_on`
@@ -36,6 +37,7 @@ FILES = {
     "vectors": "vectors.faiss",
 }
 TRACK_TABLE = ("track_id", "path", "label", "sha1")
+INFO_COLUMNS = ("duration_s", *TAG_COLUMNS)   # kept where known, '' elsewhere; older indexes lack them
 REBUILD = "rebuild it with `dvc repro index`"
 # optional meta.json keys the code reads, and the JSON types they must have
 META_TYPES = {"model": (dict,), "recall": (dict, type(None)), "hnsw_ef_search": (int,),
@@ -100,10 +102,10 @@ def read_files(folder: Path) -> Stored:
 
 
 def track_table(tracks: pd.DataFrame) -> pd.DataFrame:
-    """`tracks` as a `TRACK_TABLE` of strings ("" where a column is missing)."""
+    """`tracks` as a `TRACK_TABLE` + `INFO_COLUMNS` of strings ("" where a column is missing)."""
     if "track_id" not in tracks:
         raise ValueError("track table: needs a track_id column")
-    out = pd.DataFrame({c: (tracks[c] if c in tracks else "") for c in TRACK_TABLE})
+    out = pd.DataFrame({c: (tracks[c] if c in tracks else "") for c in (*TRACK_TABLE, *INFO_COLUMNS)})
     return out.fillna("").astype(str).reset_index(drop=True)
 
 
@@ -142,7 +144,10 @@ def _read_tracks(path: Path) -> pd.DataFrame:
     dup = tracks["track_id"].duplicated()
     if dup.any():
         raise _damaged(path, f"track_id '{tracks['track_id'][dup].iloc[0]}' appears twice")
-    return tracks[list(TRACK_TABLE)]
+    for column in INFO_COLUMNS:
+        if column not in tracks.columns:
+            tracks[column] = ""
+    return tracks[[*TRACK_TABLE, *INFO_COLUMNS]]
 
 
 def _read_embeddings(path: Path, tracks: pd.DataFrame) -> np.ndarray:
