@@ -26,6 +26,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 # Peak amplitude under which a file counts as silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
 WRITE_BLOCK_FRAMES = 1 << 16
+# Frames decoded and dropped before a section that starts after a seek: an mp3 decoder needs
+# about 3,000 frames before its output is right again (measured: 8,192 suffice; twice that here)
+SEEK_PREROLL_FRAMES = 1 << 14
 
 
 class AudioError(UserError):
@@ -125,13 +128,19 @@ def load(
     return resample(_read_mono(path, meta, start, frames), meta.sample_rate, rate)
 
 
-def _read_mono(path: Path, meta: AudioInfo, start: int, frames: int) -> np.ndarray:
-    """Frames `[start, start + frames)` of a file (all the rest for -1), channels averaged."""
+def _read_mono(path: Path, meta: AudioInfo, start: int, frames: int, preroll: int = 0) -> np.ndarray:
+    """Frames `[start, start + frames)` of a file (all the rest for -1), channels averaged.
+
+    With `preroll`, decoding starts that many frames earlier and they are dropped: the first
+    frames decoded after an mp3 seek are wrong (the decoder has not seen the frames before).
+    """
+    lead = min(preroll, start)
     try:
         with path.open("rb") as raw, sf.SoundFile(raw) as f:
             if start:
-                f.seek(min(start, meta.frames))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+                f.seek(min(start - lead, meta.frames))
+            data = f.read(frames=frames if frames < 0 else frames + lead, dtype="float32",
+                          always_2d=True)[lead:]
     except Exception as err:
         raise AudioError(path, f"decoding failed ({_short(err)})") from None
     if data.size == 0:
@@ -175,7 +184,7 @@ def load_samples(path: str | Path, rate: int, start: int, stop: int,
         first = max(0, start // block_out - margin)
         first_in, first_out = first * block_in, first * block_out
         end_in = min(meta.frames, ((stop - 1) // block_out + 1 + margin) * block_in)
-    wave = resample(_read_mono(path, meta, first_in, end_in - first_in), orig, rate)
+    wave = resample(_read_mono(path, meta, first_in, end_in - first_in, SEEK_PREROLL_FRAMES), orig, rate)
     part = wave[start - first_out : stop - first_out]
     return np.pad(part, (0, stop - start - len(part))) if len(part) < stop - start else part
 

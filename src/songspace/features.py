@@ -41,7 +41,7 @@ STORE_DTYPE = np.float16  # log-mel values are far coarser than float16's 11-bit
 # The longest file a query may be (20 minutes; the explorer's serve.max_query_seconds): a query
 # is decoded from its header's length, so a file claiming hours is refused, not decoded.
 DEFAULT_MAX_QUERY_SECONDS = 1200.0
-QUERY_BLOCK_FRAMES = 4096  # frames per block of the pass for a query's loudest bin (`db`)
+QUERY_BLOCK_SECONDS = 60.0  # audio per block of a pass over a whole query file
 
 
 class FeatureError(UserError):
@@ -381,7 +381,9 @@ class _FileFrames:
         """`(n_mels, count)` float32: whole-track frames `first .. first + count - 1`."""
         hop = self.fe.hop_length
         back = -(-self.half // hop)  # frames before `first` whose centres lie in its window
-        lo = max(0, (first - back) * hop)
+        # from a frame edge, and at least n_fft / 2 + 1 samples before the track's end: the
+        # reflect padding there reads them
+        lo = max(0, min(first - back, (self.samples - self.half - 1) // hop) * hop)
         hi = min(self.samples, (first + count - 1) * hop + self.half + 1)
         wave = audio.load_samples(self.path, self.fe.sample_rate, lo, hi, self.meta)
         self.peak = max(self.peak, float(np.max(np.abs(wave))) if wave.size else 0.0)
@@ -401,34 +403,50 @@ def _to_db(power: torch.Tensor, loudest: torch.Tensor, params: FeatureParams) ->
     return torch.maximum(db, floor).numpy()
 
 
+def _frames_by_blocks(track: _FileFrames, starts: list[int], counts: list[int]
+                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One pass over the whole track in blocks of `QUERY_BLOCK_SECONDS`: the segments' frames
+    (`(n_mels, count)` each) and the loudest bin of the track. Memory: the segments and a block."""
+    n, step = track.n_frames, max(1, int(QUERY_BLOCK_SECONDS * track.fe.frames_per_second))
+    parts, loudest = [None] * len(starts), torch.tensor(0.0)
+    for b in range(0, n, step):
+        block = track.frames(b, min(step, n - b))
+        loudest = torch.maximum(loudest, block.max())
+        for i, (s, c) in enumerate(zip(starts, counts)):
+            lo, hi = max(s, b), min(s + c, b + block.shape[1])
+            if lo < hi:
+                if parts[i] is None:
+                    parts[i] = torch.empty(block.shape[0], c)
+                parts[i][:, lo - s : hi - s] = block[:, lo - b : hi - b]
+    return parts, loudest
+
+
 def file_segments(path: str | Path, fe: Frontend, params: FeatureParams,
                   max_seconds: float | None = None) -> np.ndarray:
     """The segments of one audio file outside any library: `(n, n_mels, segment_frames)` float32.
 
     The same segments, to float rounding, as the library path (`track_spectrogram`, then
-    `Spectra.segments`), but the length comes from the header and only the segments' own audio
-    is decoded: memory grows with `max_segments`, not with the file. A file longer than
-    `max_seconds` (None: no limit) is refused before any decoding (audio.AudioTooLong). For `db`,
-    when the segments leave parts of the track out, one more pass in blocks finds the loudest
-    bin that the `top_db` floor is relative to.
+    `Spectra.segments`), decoded within bounds: the length comes from the header, and a file
+    longer than `max_seconds` (None: no limit) is refused before any decoding
+    (audio.AudioTooLong). Memory grows with `max_segments`, not with the file: when the
+    segments cover little of the track only their own audio is decoded; otherwise, and always
+    for `db` (its `top_db` floor is relative to the whole track's loudest bin), one pass in
+    blocks decodes the track once, keeping only the segments' frames.
     """
     meta = audio.check_length(path, max_seconds, "serve.max_query_seconds")
     track = _FileFrames(path, fe, params, meta)
     n, win = track.n_frames, fe.segment_frames
-    starts = segment_starts(n, fe, params)
-    parts = [track.frames(int(s), min(win, n - int(s))) for s in starts]
-    if fe.name == "db":
-        if np.all(np.diff(np.append(starts, n)) <= win):  # every frame lies in a segment
-            loudest = torch.stack([p.max() for p in parts]).max()
-        else:
-            loudest = torch.stack([track.frames(b, min(QUERY_BLOCK_FRAMES, n - b)).max()
-                                   for b in range(0, n, QUERY_BLOCK_FRAMES)]).max()
-        parts = [_to_db(p, loudest, params) for p in parts]
+    starts = [int(s) for s in segment_starts(n, fe, params)]
+    counts = [min(win, n - s) for s in starts]
+    if fe.name == "db" or sum(counts) >= n / 2:
+        parts, loudest = _frames_by_blocks(track, starts, counts)
     else:
-        parts = [p.numpy() for p in parts]
+        parts = [track.frames(s, c) for s, c in zip(starts, counts)]
     if track.peak < audio.SILENCE_PEAK:
         raise audio.AudioError(path, "silent (no sample above -100 dBFS)")
-    return np.stack([fit_frames(p, win) for p in parts]).astype(np.float32, copy=False)
+    if fe.name == "db":
+        parts = [_to_db(p, loudest, params) for p in parts]
+    return np.stack([fit_frames(np.asarray(p), win) for p in parts]).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------- cached augmented views
