@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from songspace import config, errors, groundtruth, ingest
 
 
@@ -23,23 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=config.PARAMS_FILE)
     args = parser.parse_args(argv)
     p = config.load(args.params)
-    try:
-        tracks = ingest.read_tracks(args.tracks)
-        annotations = None
-        if p.data.quartets:
-            aliases_csv = Path(args.tracks).with_name("aliases.csv")
-            aliases = ingest.read_aliases(aliases_csv) if aliases_csv.exists() else None
-            path = ingest.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
-            annotations = groundtruth.parse_quartets(
-                groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),
-                source=str(path))
-        gt = groundtruth.build(
-            tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
-            p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
-            annotations, p.split.method, p.groundtruth.min_val_quartets)
-    except (groundtruth.GroundTruthError, ingest.IngestError) as err:
-        print(f"groundtruth: {err}", file=sys.stderr)
-        return 1
+    tracks = ingest.read_tracks(args.tracks)
+    annotations = None
+    if p.data.quartets:
+        aliases_csv = Path(args.tracks).with_name("aliases.csv")
+        aliases = ingest.read_aliases(aliases_csv) if aliases_csv.exists() else None
+        path = ingest.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
+        annotations = groundtruth.parse_quartets(
+            groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),
+            source=str(path))
+    gt = groundtruth.build(
+        tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
+        p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
+        annotations, p.split.method, p.groundtruth.min_val_quartets)
     groundtruth.write(gt, args.out, args.reports)
     print(groundtruth.summary(gt))
     for w in gt.warnings:

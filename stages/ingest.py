@@ -21,19 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes checking files")
     args = parser.parse_args(argv)
     params = config.load(args.params)
-    try:
-        lib = ingest.ingest(params, args.corpus, workers=args.workers)
-    except ingest.IngestError as err:
-        print(f"ingest: {err}", file=sys.stderr)
-        return 1
+    lib = ingest.ingest(params, args.corpus, workers=args.workers)
     warnings, error = ingest.problems(lib)
     ingest.write(lib, args.out, args.reports)
     print(ingest.summary(lib))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if error:
-        print(f"ingest: {error} ({args.reports}/skipped.csv)", file=sys.stderr)
-        return 1
+        raise ingest.IngestError(f"{error} ({args.reports}/skipped.csv)")
     return 0
 
 

@@ -7,6 +7,7 @@ torchaudio's band-limited sinc resampler.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import struct
 import sys
@@ -25,6 +26,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 # Peak amplitude under which a file counts as silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
 WRITE_BLOCK_FRAMES = 1 << 16
+# Frames decoded and dropped before a section that starts after a seek: an mp3 decoder needs
+# about 3,000 frames before its output is right again (measured: 8,192 suffice; twice that here)
+SEEK_PREROLL_FRAMES = 1 << 14
 
 
 class AudioError(UserError):
@@ -34,6 +38,21 @@ class AudioError(UserError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class AudioTooLong(AudioError):
+    """A file longer than a limit on decoding (a query): refused from its header, before decoding."""
+
+    def __init__(self, path: str | Path, duration_s: float, max_seconds: float, setting: str):
+        self.duration_s, self.max_seconds = duration_s, max_seconds
+        super().__init__(path, f"{_hms(duration_s)} of audio by its header, longer than the "
+                               f"{max_seconds:g} s a query may be ({setting}); query a shorter excerpt")
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d} ({seconds:.0f} s)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,15 @@ def info(path: str | Path) -> AudioInfo:
     if i.frames <= 0 or i.samplerate <= 0:
         raise AudioError(path, "no audio frames")
     return AudioInfo(sample_rate=int(i.samplerate), channels=int(i.channels), frames=int(i.frames))
+
+
+def check_length(path: str | Path, max_seconds: float | None, setting: str) -> AudioInfo:
+    """`info(path)`, refusing a file whose header gives more than `max_seconds` (None: no limit)
+    with AudioTooLong naming `setting`, the setting that sets the limit."""
+    meta = info(path)
+    if max_seconds is not None and meta.duration_s > max_seconds:
+        raise AudioTooLong(path, meta.duration_s, max_seconds, setting)
+    return meta
 
 
 @lru_cache(maxsize=16)
@@ -97,11 +125,22 @@ def load(
     meta = info(path)
     start = max(0, int(round(offset_s * meta.sample_rate)))
     frames = -1 if duration_s is None else max(0, int(round(duration_s * meta.sample_rate)))
+    return resample(_read_mono(path, meta, start, frames), meta.sample_rate, rate)
+
+
+def _read_mono(path: Path, meta: AudioInfo, start: int, frames: int, preroll: int = 0) -> np.ndarray:
+    """Frames `[start, start + frames)` of a file (all the rest for -1), channels averaged.
+
+    With `preroll`, decoding starts that many frames earlier and they are dropped: the first
+    frames decoded after an mp3 seek are wrong (the decoder has not seen the frames before).
+    """
+    lead = min(preroll, start)
     try:
         with path.open("rb") as raw, sf.SoundFile(raw) as f:
             if start:
-                f.seek(min(start, meta.frames))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+                f.seek(min(start - lead, meta.frames))
+            data = f.read(frames=frames if frames < 0 else frames + lead, dtype="float32",
+                          always_2d=True)[lead:]
     except Exception as err:
         raise AudioError(path, f"decoding failed ({_short(err)})") from None
     if data.size == 0:
@@ -109,7 +148,45 @@ def load(
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(mono)):
         raise AudioError(path, "decoded samples are not finite")
-    return resample(mono, meta.sample_rate, rate)
+    return mono
+
+
+def resampled_length(frames: int, orig_rate: int, rate: int) -> int:
+    """Samples that `resample` makes of `frames` samples at `orig_rate`: ceil(frames x rate / orig_rate)."""
+    if orig_rate == rate:
+        return frames
+    g = math.gcd(orig_rate, rate)
+    return -(-frames * (rate // g) // (orig_rate // g))
+
+
+def load_samples(path: str | Path, rate: int, start: int, stop: int,
+                 meta: AudioInfo | None = None) -> np.ndarray:
+    """Samples `[start, stop)` of the whole file decoded at `rate`: mono float32 (stop - start,).
+
+    Equal, to float rounding, to `load(path, rate)[start:stop]`, but only those samples are
+    decoded, with the few input samples either side that the resampler's sinc kernel reaches:
+    memory and time scale with `stop - start`, not with the file. The resampler works on blocks
+    of `orig_rate / gcd` input samples (one phase cycle), so the section starts on a block edge.
+    Samples past the end of a stream shorter than its header (an estimated mp3 length) are zeros.
+    """
+    path = Path(path)
+    meta = meta or info(path)
+    orig = meta.sample_rate
+    start, stop = max(0, start), min(stop, resampled_length(meta.frames, orig, rate))
+    if stop <= start:
+        return np.zeros(0, np.float32)
+    if orig == rate:
+        first_in, end_in, first_out = start, stop, start
+    else:
+        g = math.gcd(orig, rate)
+        block_in, block_out = orig // g, rate // g
+        margin = -(-_resampler(orig, rate).width // block_in) + 1  # blocks the kernel reaches
+        first = max(0, start // block_out - margin)
+        first_in, first_out = first * block_in, first * block_out
+        end_in = min(meta.frames, ((stop - 1) // block_out + 1 + margin) * block_in)
+    wave = resample(_read_mono(path, meta, first_in, end_in - first_in, SEEK_PREROLL_FRAMES), orig, rate)
+    part = wave[start - first_out : stop - first_out]
+    return np.pad(part, (0, stop - start - len(part))) if len(part) < stop - start else part
 
 
 def is_silent(wave: np.ndarray) -> bool:

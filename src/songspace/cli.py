@@ -51,10 +51,11 @@ def _num(x, fmt: str = ".3f") -> str | None:
 
 
 def cmd_similar(args) -> int:
+    from songspace.features import DEFAULT_MAX_QUERY_SECONDS
     from songspace.index.api import Library
 
     lib = Library.open(args.index, args.model)
-    frame = lib.similar(args.song, k=args.k, as_frame=True)
+    frame = lib.similar(args.song, k=args.k, as_frame=True, max_seconds=DEFAULT_MAX_QUERY_SECONDS)
     if args.json:
         print(json.dumps(lib.result_json(args.song, frame, args.k), indent=2))
         return 0
@@ -69,9 +70,10 @@ def cmd_similar(args) -> int:
 def cmd_embed(args) -> int:
     import numpy as np
 
+    from songspace.features import DEFAULT_MAX_QUERY_SECONDS
     from songspace.index.api import embed_files
 
-    emb = embed_files(args.files, model_path=args.model)
+    emb = embed_files(args.files, model_path=args.model, max_seconds=DEFAULT_MAX_QUERY_SECONDS)
     out = Path(args.output)
     if out.suffix != ".npy":  # np.save would add it; say the name actually written
         out = out.with_name(out.name + ".npy")

@@ -179,10 +179,14 @@ def embed_tracks(model: torch.nn.Module, segments: np.ndarray, index: pd.DataFra
 
 
 def embed_file(model: torch.nn.Module, path: str | Path, feature_params: FeatureParams,
-               device: str = "cpu") -> np.ndarray:
-    """Embedding `(d,)` of one audio file, outside any library: the mean over its segments."""
+               device: str = "cpu", max_seconds: float | None = None) -> np.ndarray:
+    """Embedding `(d,)` of one audio file, outside any library: the mean over its segments.
+
+    Only the segments' audio is decoded; a file longer than `max_seconds` (None: no limit) is
+    refused from its header with audio.AudioTooLong (`features.file_segments`)."""
     fe = features.frontend(frontend_of(model), feature_params)
-    return embed_segments(model, features.file_segments(path, fe, feature_params), device=device).mean(axis=0)
+    segments = features.file_segments(path, fe, feature_params, max_seconds)
+    return embed_segments(model, segments, device=device).mean(axis=0)
 
 
 def frontend_of(model: torch.nn.Module) -> str:

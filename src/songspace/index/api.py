@@ -47,11 +47,13 @@ def load_model(model_path: str | Path = DEFAULT_MODEL_PATH, device: str = "cpu")
 
 
 def embed_files(paths, model=None, feature_params=None, model_path: str | Path = DEFAULT_MODEL_PATH,
-                device: str = "cpu", progress: bool = True) -> "np.ndarray":
+                device: str = "cpu", progress: bool = True,
+                max_seconds: float | None = None) -> "np.ndarray":
     """Raw track embeddings (len(paths), d) float32 of audio files, in order.
 
     Each file is embedded as the pipeline embeds a track (mean over its segments). Raises
-    audio.AudioError naming the first file that is missing or cannot be decoded.
+    audio.AudioError naming the first file that is missing or cannot be decoded, or is longer
+    than `max_seconds` by its header (audio.AudioTooLong; None: no limit).
     """
     import numpy as np
     from tqdm.auto import tqdm
@@ -62,7 +64,7 @@ def embed_files(paths, model=None, feature_params=None, model_path: str | Path =
         model, meta = load_model(model_path, device)
         feature_params = meta["feature_params"]
     paths = [Path(p) for p in paths]
-    rows = [embed.embed_file(model, p, feature_params, device=device)
+    rows = [embed.embed_file(model, p, feature_params, device=device, max_seconds=max_seconds)
             for p in tqdm(paths, desc="embed", unit="file", disable=not progress or len(paths) < 2)]
     dim = rows[0].shape[0] if rows else 0
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
@@ -104,22 +106,25 @@ class Library:
             self._model = load_model(self.model_path, self.device)
         return self._model
 
-    def embed(self, paths, progress: bool = True) -> "np.ndarray":
-        """Raw embeddings (len(paths), d) of audio files with the index's model."""
+    def embed(self, paths, progress: bool = True, max_seconds: float | None = None) -> "np.ndarray":
+        """Raw embeddings (len(paths), d) of audio files with the index's model (`embed_files`)."""
         model, meta = self.model
-        return embed_files(paths, model, meta["feature_params"], device=self.device, progress=progress)
+        return embed_files(paths, model, meta["feature_params"], device=self.device, progress=progress,
+                           max_seconds=max_seconds)
 
     # ------------------------------------------------------------ queries
 
     def _rows_with(self, column: str, value: str) -> list[int]:
         return [int(i) for i in (self.index.tracks[column] == value).to_numpy().nonzero()[0]]
 
-    def resolve(self, query: str | Path) -> tuple["np.ndarray", set[int], str]:
+    def resolve(self, query: str | Path, max_seconds: float | None = None
+                ) -> tuple["np.ndarray", set[int], str]:
         """A query's raw embedding (d,), the library rows that are the query itself, and a description.
 
         A path to an existing file is the song in that file; it is the library's own track when
         a track has the same bytes (sha1) or the same path, and then that track's stored
-        embedding is used and the track excluded. Otherwise a track_id of the index.
+        embedding is used and the track excluded. Otherwise a track_id of the index. A file
+        that must be embedded and is longer than `max_seconds` raises audio.AudioTooLong.
         """
         from songspace import audio, ingest
         from songspace.index.store import UnknownTrack
@@ -136,7 +141,7 @@ class Library:
             itself = set(same_bytes) | set(same_path)
             if same_bytes:
                 return self.index.embeddings[same_bytes[0]], itself, str(path)
-            return self.embed([path], progress=False)[0], itself, str(path)
+            return self.embed([path], progress=False, max_seconds=max_seconds)[0], itself, str(path)
         rows = self._rows_with("track_id", str(query))
         if rows:
             return self.index.embeddings[rows[0]], set(rows), f"track {query}"
@@ -144,16 +149,16 @@ class Library:
             raise audio.AudioError(path, "not a regular file")
         raise UnknownTrack(f"{query}: no such file, and no track with that id in the index")
 
-    def similar(self, query: str | Path, k: int = 10, as_frame: bool = False):
+    def similar(self, query: str | Path, k: int = 10, as_frame: bool = False,
+                max_seconds: float | None = None):
         """The k tracks nearest to a song (a file, in the library or not, or a track_id).
 
         Returns a list of `Neighbour(track_id, label, distance)`, nearest first, or with
-        as_frame a DataFrame (rank, track_id, label, distance, path). The query's own track
-        (same bytes, same path or the track_id given) is never returned.
+        as_frame the table of `nearest`. The query's own track (same bytes, same path or the
+        track_id given) is never returned. A query file is decoded only if it is no longer than
+        `max_seconds` (`resolve`).
         """
-        import pandas as pd
-
-        vector, itself, _ = self.resolve(query)
+        vector, itself, _ = self.resolve(query, max_seconds)
         frame = self.nearest(vector, k, itself)
         if as_frame:
             return frame
