@@ -32,9 +32,11 @@ def _audio(path: Path) -> Path:
     return write_tone(path, seconds=1.0)
 
 
-def write_tagged(path: Path, fields: dict[str, list[str]], id3_encoding: int = 3) -> Path:
-    """An audio file at path with fields (Vorbis/EasyID3 names) written by mutagen."""
-    _audio(path)
+def write_tagged(path: Path, fields: dict[str, list[str]], id3_encoding: int = 3, keep_audio: bool = False) -> Path:
+    """An audio file at path (a tone, unless keep_audio: the file there) with fields
+    (Vorbis/EasyID3 names) written by mutagen."""
+    if not keep_audio:
+        _audio(path)
     if path.suffix == ".wav":
         from mutagen import id3
         from mutagen.wave import WAVE

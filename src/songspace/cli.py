@@ -3,6 +3,9 @@
     songspace similar SONG [-k 10] [--json]     nearest tracks of a song (file or track id)
     songspace embed FILES... -o out.npy          raw embeddings of audio files
     songspace add FILES... [--label L]           extend the index without rebuilding it
+    songspace radio SEED [-n 30] [--m3u F]       a playlist that starts at a song (cli_playlists)
+    songspace path A B [-n 12]                   songs leading from A to B
+    songspace playlists [-k 20]                  the library clustered into k playlists
     songspace info                               model, library size, metric, index type, build time
     songspace models                             the model registry with parameter counts
     songspace check                              params.yaml: known keys, values in range
@@ -23,7 +26,7 @@ import math
 import sys
 from pathlib import Path
 
-from songspace import __version__
+from songspace import __version__, cli_playlists
 from songspace.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the groundtruth stage's report: annotated quartets kept and dropped "
                         "per split (default: %(default)s)")
     p.set_defaults(func=cmd_report)
+
+    cli_playlists.add_parsers(sub, [paths])
 
     p = sub.add_parser("serve", parents=[paths], help="the explorer page: map, listening, neighbours, evaluation")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free one)")
