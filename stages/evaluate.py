@@ -30,6 +30,16 @@ def main() -> None:
     splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
     train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
     test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in have]
+    halves = params.data.labels == "none"  # no labels: judged on the test tracks' halves
+    whole_test = test_ids
+
+    def tracks_of(spectra: features.Spectra) -> features.Spectra:
+        return groundtruth.halves.with_halves(spectra, whole_test) if halves else spectra
+
+    if halves:
+        test_ids = [h for t in whole_test for h in groundtruth.halves.half_ids(t)]
+        spectra = tracks_of(spectra)
+        print("no labels: the test tracks' halves are the tracks to judge (a track's other half is its match)")
     q = groundtruth.read_quartets(f"{args.groundtruth}/test_quartets.csv")
     usable = q[["song1", "song2", "song3"]].isin(set(test_ids)).all(axis=1)
     if (~usable).any():
@@ -60,18 +70,21 @@ def main() -> None:
     model_train, model_test = (embed.track_means(emb, index, ids) for ids in (train_ids, test_ids))
     baselines = {"random_weights": tuple(embed.track_means(random_emb, index, ids)
                                          for ids in (train_ids, test_ids))}
-    db_segments, db_index = features.load_spectra(args.features, "db", params.features).segments(
+    db_segments, db_index = tracks_of(features.load_spectra(args.features, "db", params.features)).segments(
         train_ids + test_ids)
     code = {t: i for i, t in enumerate(pd.unique(db_index["track_id"]))}
     seg_track = db_index["track_id"].map(code).to_numpy()
     baselines.update(evaluate.handcrafted_baselines(
         db_segments[:], seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
     baselines.update(evaluate.pretrained_baselines(
-        features.load_spectra(args.features, "musicnn", params.features), train_ids, test_ids,
+        tracks_of(features.load_spectra(args.features, "musicnn", params.features)), train_ids, test_ids,
         known=known))
+    # the retrieval metrics' relevance: a label; without labels, a half's match is its other half
+    test_labels = (np.array([groundtruth.halves.whole_id(t) for t in test_ids]) if halves
+                   else tracks.loc[test_ids, "label"].to_numpy())
 
     result = evaluate.evaluate_and_plot(
-        model_train, model_test, baselines, quartets, odd, tracks.loc[test_ids, "label"].to_numpy(),
+        model_train, model_test, baselines, quartets, odd, test_labels,
         params.evaluate, params.seed, metrics_path=args.metrics, plots_dir=args.plots)
     head = result["headline"]
     print(f"best cell {head.get('best_distance')} / {head.get('best_scaler')}: odd-one-out accuracy "

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     gt = groundtruth.build(
         tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
         p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
-        annotations, p.split.method, p.groundtruth.min_val_quartets)
+        annotations, p.split.method, p.groundtruth.min_val_quartets, halves=p.data.labels == "none")
     groundtruth.write(gt, args.out, args.reports)
     print(groundtruth.summary(gt))
     for w in gt.warnings:

@@ -21,7 +21,8 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load(args.params)
     data = train.load_data(args.features, args.groundtruth, args.tracks, args.views,
-                           frontend=models.input_frontend(params.model_params), feature_params=params.features)
+                           frontend=models.input_frontend(params.model_params), feature_params=params.features,
+                           self_supervised=params.data.labels == "none")
     for what, n in data.dropped.items():
         if n:
             print(f"{n} {what.replace('_', ' ')} left out: they name tracks without features "

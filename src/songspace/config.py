@@ -31,7 +31,7 @@ class ConfigError(UserError, ValueError):
 class DataParams:
     source: str = "corpus"
     audio_dir: str | None = None
-    labels: str = "folders"           # folders | a labels CSV | tag:genre | tag:artist | tag:album | tag:albumartist
+    labels: str = "folders"           # folders | a labels CSV | tag:genre | tag:artist | tag:album | tag:albumartist | none
     groups: str = "none"              # none | tag:album | tag:artist: a group never straddles splits
     quartets: str | None = None
     min_seconds: float = 1.0

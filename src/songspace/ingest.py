@@ -15,7 +15,7 @@ import csv
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -52,6 +52,7 @@ REASONS = {
 }
 # Label of files without one when human quartets are the ground truth (labels are optional).
 UNLABELLED = "unlabelled"
+NO_LABELS = "none"    # data.labels: none: no labels at all (self-supervised training, halves as ground truth)
 TAG_PREFIX = "tag:"   # data.labels / data.groups taken from a tag: tag:genre, tag:album, ...
 
 
@@ -404,15 +405,20 @@ def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
     data = params.data
     if data.source == "folder":
         labels_csv = None
-        if data.labels != "folders" and not data.labels.startswith(TAG_PREFIX):
+        if data.labels not in ("folders", NO_LABELS) and not data.labels.startswith(TAG_PREFIX):
             labels_csv = resolve_param_path(data.labels, data.audio_dir, "data.labels CSV")
-        found = find_in_folder(data.audio_dir, data.labels, keep_unlabelled=data.quartets is not None,
+        keep = data.quartets is not None or data.labels == NO_LABELS
+        found = find_in_folder(data.audio_dir, data.labels, keep_unlabelled=keep,
                                labels_csv=labels_csv, groups=data.groups)
     else:
         found = find_in_corpus(corpus_csv)
+    if data.labels == NO_LABELS:  # self-supervised: every file is kept, none has a label
+        found.label_tag = None
+        found.candidates = [replace(c, label=UNLABELLED) for c in found.candidates]
     checks = check_files([c.path for c in found.candidates], data.min_seconds, workers, progress)
     lib = assemble(found, checks, data.source)
     lib.report["min_seconds"] = data.min_seconds
+    lib.report["labels_from"] = data.labels
     return lib
 
 
@@ -427,7 +433,7 @@ def problems(lib: Ingested) -> tuple[list[str], str | None]:
             "serve only as odd songs / negatives; add a second track to use them as pairs"
         )
     labels = [k for k in lib.report["labels"] if k != UNLABELLED]
-    if len(lib.tracks) and len(labels) < 2:
+    if len(lib.tracks) and len(labels) < 2 and lib.report.get("labels_from") != NO_LABELS:
         warns.append("fewer than two labels: quartets cannot be derived from labels; "
                      "give data.quartets (human judgements) or add music of another label")
     if lib.tracks.empty:

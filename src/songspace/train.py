@@ -49,6 +49,8 @@ class TrainData:
     dropped: dict = field(default_factory=dict)
     # a frozen trunk's outputs, set by `setup` when training draws from them (`cache_trunk`)
     trunk_cache: embed.TrunkCache | None = None
+    # no labels (`data.labels: none`): each training track is its own label, validation is on halves
+    self_supervised: bool = False
 
     @property
     def input_stats(self) -> tuple[float, float]:
@@ -82,15 +84,20 @@ def cache_trunk(model: embed.Embedder, data: TrainData, params: Params, device,
 
 def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
               views_dir: str | Path | None = None, frontend: str = "db",
-              feature_params: FeatureParams | None = None) -> TrainData:
+              feature_params: FeatureParams | None = None, self_supervised: bool = False) -> TrainData:
     """Read the features, cached augmented views and ground truth written by earlier stages.
 
     `frontend` names the log-mel the model reads; `feature_params` sets the validation tracks'
-    segments (the stored settings when None).
+    segments (the stored settings when None). `self_supervised` (no labels): every training
+    track is a label of its own (its segments are each other's positives) and the validation
+    quartets name track halves (`groundtruth.halves`).
     """
     spectra = features.load_spectra(features_dir, frontend, feature_params)
     gt = Path(groundtruth_dir)
     splits = groundtruth.read_splits(gt / "splits.csv")
+    if self_supervised:
+        val_whole = [t for t in splits.loc[splits["split"] == "val", "track_id"] if t in spectra]
+        spectra = groundtruth.halves.with_halves(spectra, val_whole)
     tracks = ingest.read_tracks(tracks_csv, required=("track_id", "label"))
     label_of = dict(zip(tracks["track_id"], tracks["label"]))
 
@@ -124,10 +131,13 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     names = sorted({str(label_of.get(t, "")) for t in train_tracks})
     code = {n: i for i, n in enumerate(names)}
     labels = np.array([code[str(label_of.get(t, ""))] for t in train_tracks], dtype=np.int64)
+    if self_supervised:
+        labels = np.arange(len(train_tracks), dtype=np.int64)
     return TrainData(spectra=spectra, views=views, view_rows=view_rows, train_tracks=train_tracks,
                      train_labels=labels, triplets=triplets, val_tracks=val_tracks,
                      val_quartets=val_q, val_odd=val_odd,
-                     dropped={"train_triplets": int((~keep).sum()), "val_quartets": dropped_val})
+                     dropped={"train_triplets": int((~keep).sum()), "val_quartets": dropped_val},
+                     self_supervised=self_supervised)
 
 
 def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
@@ -200,7 +210,7 @@ class TrackSamples(_Samples):
 
 
 # The code a run's result depends on: a change in any of these starts training afresh.
-_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py",
+_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py", "groundtruth/halves.py",
                   "models/__init__.py", "models/cnn.py", "models/resnet.py", "models/musicnn.py")
 
 
@@ -294,6 +304,10 @@ def plan_batches(params: Params, data: TrainData, world: int = 1) -> BatchPlan:
     n_train = len(data.train_tracks)
     if n_train < 2:
         raise ValueError("fewer than two training tracks: nothing to learn from")
+    if data.self_supervised and sampler == "triplets" and params.loss == "triplet":
+        notes.append("no labels: triplets come from the batch (train.sampler pk), a track's "
+                     "segments being each other's positives")
+        sampler = "pk"
     if sampler == "pk" and data.n_labels < 2:
         notes.append("train.sampler pk needs at least two labels among the training tracks: "
                      "using the ground-truth triplets instead")
@@ -303,7 +317,10 @@ def plan_batches(params: Params, data: TrainData, world: int = 1) -> BatchPlan:
         k = tp.tracks_per_label
         counts = np.bincount(data.train_labels)
         small = int((counts[counts > 0] < k).sum())
-        if small:
+        if data.self_supervised:
+            notes.append(f"no labels: each batch holds {k} segments of each of its tracks, a "
+                         "track's segments being each other's positives (self-supervised)")
+        elif small:
             notes.append(f"warning: {small} of {data.n_labels} labels have fewer than "
                          f"train.tracks_per_label={k} training tracks: their tracks recur within a "
                          "batch (with different crops)")

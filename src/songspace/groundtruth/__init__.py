@@ -17,9 +17,10 @@ one reader and one writer for each ground-truth file.
 * `splits`, `partition` - which side each track is on;
 * `labels` - quartets and triplets drawn from labels;
 * `annotations` - quartets read from a user's CSV of judgements;
+* `halves` - without labels: quartets of track halves (self-supervised training);
 * `build` - everything together, `write` and `summary` for the stage.
 """
-from songspace.groundtruth import partition  # noqa: F401
+from songspace.groundtruth import halves, partition  # noqa: F401
 from songspace.groundtruth.files import (  # noqa: F401
     SPLITS,
     SPLIT_COLUMNS,

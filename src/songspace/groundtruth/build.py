@@ -10,7 +10,8 @@ import pandas as pd
 
 from songspace.ingest import UNLABELLED
 from songspace.groundtruth.annotations import Annotations
-from songspace.groundtruth.files import GroundTruthError, QUARTET_COLUMNS, SPLITS, SPLIT_METHODS, STREAM_TEST, STREAM_TRAIN, STREAM_VAL, write_quartets, write_report, write_splits, write_triplets
+from songspace.groundtruth.files import GroundTruthError, QUARTET_COLUMNS, TRIPLET_COLUMNS, SPLITS, SPLIT_METHODS, STREAM_TEST, STREAM_TRAIN, STREAM_VAL, write_quartets, write_report, write_splits, write_triplets
+from songspace.groundtruth.halves import quartets as half_quartets
 from songspace.groundtruth.labels import derive_quartets, derive_triplets, possible_draws, quartet_triplets
 from songspace.groundtruth.splits import assign_splits, file_splits, label_split_counts, partition_splits, thin_labels
 
@@ -46,9 +47,11 @@ class GroundTruth:
 def build(
     tracks: pd.DataFrame, seed: int, test_fraction: float, val_fraction: float,
     n_test: int, n_val: int, n_train: int, annotations: Annotations | None = None,
-    split_method: str = "hash", min_val_quartets: int = 0,
+    split_method: str = "hash", min_val_quartets: int = 0, halves: bool = False,
 ) -> GroundTruth:
-    """Splits, then quartets and triplets from labels, or from `annotations` when given.
+    """Splits, then quartets and triplets from labels, or from `annotations` when given, or
+    with `halves` (no labels: `data.labels: none`) quartets of track halves and no triplets
+    (training is self-supervised; see `groundtruth.halves`).
 
     Splits: the annotations' split column when they have one; else, with annotations and
     split_method "partition", the partition that keeps the most quartets; else the hash split.
@@ -80,7 +83,7 @@ def build(
     sides = {s: tracks[splits["split"].to_numpy() == s] for s in SPLITS}
     report = {
         "seed": seed,
-        "mode": "annotations" if annotations else "labels",
+        "mode": "annotations" if annotations else "halves" if halves else "labels",
         "tracks": {s: len(sides[s]) for s in SPLITS},
         "groups": {s: int(sides[s]["group"].nunique()) for s in SPLITS},
         "per_label": {str(k): {c: int(v) for c, v in row.items()} for k, row in
@@ -89,14 +92,19 @@ def build(
         "split": {"method": method, "requested_method": split_method,
                   "test_fraction": test_fraction, "val_fraction": val_fraction},
     }
-    if thin and annotations is None:
+    if thin and annotations is None and not halves:
         warns.append(
             f"{len(thin)} label(s) have fewer than 2 tracks in test or train "
             f"({', '.join(thin[:10])}{', ...' if len(thin) > 10 else ''}); they give no "
             "positive pairs there. More tracks per label (or other groups) fix this; "
             "splits stay put by design so that adding songs never reshuffles them"
         )
-    if annotations is None:
+    if annotations is None and halves:
+        test_q = half_quartets(list(sides["test"]["track_id"]), n_test, np.random.default_rng([seed, STREAM_TEST]))
+        val_q = half_quartets(list(sides["val"]["track_id"]), n_val, np.random.default_rng([seed, STREAM_VAL]))
+        train_t = pd.DataFrame(columns=list(TRIPLET_COLUMNS))
+        report["validation"] = {"source": "halves", "quartets": len(val_q), "min_val_quartets": min_val_quartets}
+    elif annotations is None:
         test_q = derive_quartets(sides["test"], n_test, np.random.default_rng([seed, STREAM_TEST]))
         val_q = derive_quartets(sides["val"], n_val, np.random.default_rng([seed, STREAM_VAL]))
         train_t = derive_triplets(sides["train"], n_train,
@@ -156,7 +164,7 @@ def build(
                                 if annotations else "") +
             f"; it holds {len(sides['test'])} track(s). Add music, or raise split.test_fraction"
         )
-    if train_t.empty:
+    if train_t.empty and not halves:
         raise GroundTruthError(
             "no training triplet can be formed from the train split "
             f"({len(sides['train'])} track(s)); add music or lower split.test_fraction"
