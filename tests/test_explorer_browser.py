@@ -22,6 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from songspace.explorer import export  # noqa: E402
 from tests.conftest import write_tone  # noqa: E402
 from tests.test_explorer import open_explorer, running, shared_run  # noqa: E402
+from tests.test_explorer_lists import open_tagged, tagged_run  # noqa: E402
 
 INSTALL = "apt-get install -y chromium chromium-driver"
 
@@ -72,9 +73,16 @@ def click_track(driver, track: str) -> None:
         canvas, int(x - canvas.size["width"] / 2), int(y - canvas.size["height"] / 2)).click().perform()
 
 
-def listed(driver, n: int) -> list[str]:
-    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours li")) == n)
-    return [li.get_attribute("data-track-id") for li in driver.find_elements(By.CSS_SELECTOR, "#neighbours li")]
+def listed(driver, n: int, where: str = "#neighbours") -> list[str]:
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, f"{where} li")) == n)
+    return [li.get_attribute("data-track-id") for li in driver.find_elements(By.CSS_SELECTOR, f"{where} li")]
+
+
+def source_id(driver) -> str:
+    """The track id of the player's source (`/audio?id=...`)."""
+    src = urllib.parse.urlsplit(audio_state(driver)["src"])
+    assert src.path == "/audio", src
+    return urllib.parse.parse_qs(src.query)["id"][0]
 
 
 def test_click_a_map_point_lists_its_neighbours_and_plays_it(browser, tmp_path_factory, tmp_path):
@@ -116,8 +124,43 @@ def test_the_exported_page_plays_tracks_from_awkward_folders(browser, tmp_path_f
     track = next(t for t in run["tracks"]["track_id"] if "#" in t and "?" in t)
     browser.execute_script("window.songspace.select(arguments[0])", track)
     neighbours = listed(browser, 3)
+    assert not browser.find_element(By.ID, "lists").is_displayed()  # radio and paths need the server
     button = browser.find_element(By.CSS_SELECTOR, "#neighbours li button.play")
     button.click()
     src = wait_for_audio(browser)["src"]
     path = run["tracks"].set_index("track_id").loc[neighbours[0], "path"]
     assert Path(urllib.parse.unquote(urllib.parse.urlsplit(src).path)).resolve() == Path(path).resolve()
+
+
+def test_radio_and_path_play_their_lists_in_order(browser, tmp_path_factory):
+    run = tagged_run(tmp_path_factory)
+    explorer = open_tagged(run)
+    seed = run["ids"][0]  # "Été - Zoë", in "Zoë & Co/50% #1/0 Été #0 ?.wav"
+    target = next(t for t in run["tracks"]["track_id"] if "#" in t and "?" in t and "%" in t)
+    with running(explorer) as base:
+        browser.get(base + "/")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.songspace.ready"))
+        browser.find_element(By.ID, "search").send_keys("été")
+        browser.find_element(By.CSS_SELECTOR, "#results li a").click()
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "track-title").text == "Été - Zoë")
+
+        browser.find_element(By.ID, "radio-button").click()
+        radio = [s["track_id"] for s in explorer.radio(seed, 30)["songs"]]
+        assert listed(browser, len(radio), "#queue") == radio and radio[0] == seed
+        browser.execute_script("document.getElementById('player').pause()")  # no real end meanwhile
+        pos = browser.execute_script("return window.songspace.list().pos")
+        assert 0 <= pos < len(radio) - 1 and source_id(browser) == radio[pos]
+        browser.execute_script("document.getElementById('player').dispatchEvent(new Event('ended'))")
+        assert source_id(browser) == radio[pos + 1]
+        assert browser.find_element(By.CSS_SELECTOR, "#queue li.current").get_attribute(
+            "data-track-id") == radio[pos + 1]
+        wait_for_audio(browser)  # the next song's file arrived and decoded
+
+        browser.find_element(By.ID, "path-target").send_keys(target)
+        browser.find_element(By.ID, "path-button").click()
+        path = [s["track_id"] for s in explorer.path(seed, target, 12)["songs"]]
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_element(By.ID, "queue-title").text.startswith("Path from Été - Zoë to "))
+        assert listed(browser, len(path), "#queue") == path and path[0] == seed and path[-1] == target
+        assert source_id(browser) == seed  # the path plays from its start
+        assert browser.find_element(By.ID, "list-message").text == ""

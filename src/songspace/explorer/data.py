@@ -1,4 +1,5 @@
-"""What the explorer page shows, as JSON-able dicts: the map, neighbours, uploads, the evaluation.
+"""What the explorer page shows, as JSON-able dicts: the map, neighbours, uploads, radio, paths,
+playlists and the evaluation.
 
 `Explorer.open` joins a song index and its model (`Library.open`: a stale index is refused
 with `StaleIndex`, the CLI's message), the library's root folder (audio is served only from
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from songspace import playlists, tags
 from songspace.evaluate.report import EvalJsonError, read_json
 from songspace.index import LibraryError, UnknownTrack
 from songspace.index import DEFAULT_INDEX_DIR, DEFAULT_MODEL_PATH, Library
@@ -143,6 +145,7 @@ class Explorer:
         self.embed_lock = threading.Lock()
         self._model_stamp = self._stamp()
         self._ids = {t: i for i, t in enumerate(lib.index.tracks["track_id"])}
+        self._space_lock = threading.Lock()  # the space is built once, on the first list asked for
         self._coords: np.ndarray | None = None
         self._method = ""
 
@@ -183,15 +186,17 @@ class Explorer:
         return self._coords, self._method
 
     def tracks(self) -> dict:
-        """Every track with its label and map position; the labels; the index's facts."""
+        """Every track with its label, name ('title - artist' where tagged, else the file name)
+        and map position; the labels; the index's facts."""
         coords, method = self.coords()
         table = self.lib.index.tracks
         labels = sorted(set(table["label"]))
         meta = self.lib.index.meta
+        names = [tags.display_name(title, artist, Path(p).name if p else t) for t, p, title, artist
+                 in zip(table["track_id"], table["path"], table["title"], table["artist"])]
         return {
-            "tracks": [{"id": t, "label": lab, "name": Path(p).name if p else t,
-                        "x": round(float(x), 5), "y": round(float(y), 5)}
-                       for t, lab, p, (x, y) in zip(table["track_id"], table["label"], table["path"], coords)],
+            "tracks": [{"id": t, "label": lab, "name": name, "x": round(float(x), 5), "y": round(float(y), 5)}
+                       for t, lab, name, (x, y) in zip(table["track_id"], table["label"], names, coords)],
             "labels": labels,
             "projection": method,
             "index": {"tracks": self.lib.index.n_tracks, "distance": self.lib.index.distance,
@@ -201,14 +206,19 @@ class Explorer:
 
     # ------------------------------------------------------------ neighbours
 
+    def _row(self, track_id: str) -> int:
+        """The index row of a track id (`UnknownTrack` if none: an id is never read as a file path)."""
+        row = self._ids.get(track_id)
+        if row is None:
+            raise UnknownTrack(f"{track_id}: no track with that id in the index")
+        return row
+
     def neighbours(self, track_id: str, k: int) -> dict:
         """`songspace similar TRACK_ID -k K --json` for a track of the index (`UnknownTrack` if not).
 
         The track's stored embedding is searched; nothing is decoded or embedded, no lock taken.
         """
-        row = self._ids.get(track_id)
-        if row is None:
-            raise UnknownTrack(f"{track_id}: no track with that id in the index")
+        row = self._row(track_id)
         index = self.lib.index
         return self.lib.result_json(track_id, self.lib.nearest(index.embeddings[row], k, {row}), k)
 
@@ -224,6 +234,33 @@ class Explorer:
                 out[ids[r]] = [{"track_id": ids[f], "label": labels[f], "distance": float(d)}
                                for f, d in zip(f_row, d_row) if f >= 0]
         return out
+
+    # ------------------------------------------------------------ lists to listen to
+
+    def _space(self) -> playlists.Space:
+        with self._space_lock:  # built once, not by two first requests at the same time
+            return self.lib.space
+
+    def radio(self, seed: str, n: int, **constraints) -> dict:
+        """`songspace radio SEED -n N --json` for a track of the index; constraints as
+        `playlists.radio` (max_per_artist, no_same_album, diversity, min_similarity)."""
+        self._row(seed)
+        songs = playlists.radio(self._space(), seed, n, **constraints)
+        return {"seed": seed, "n": n, **constraints, "songs": playlists.entries_json(songs)}
+
+    def path(self, start: str, end: str, n: int, min_similarity: float = 0.0) -> dict:
+        """`songspace path A B -n N --json` between two tracks of the index."""
+        for track_id in (start, end):
+            self._row(track_id)
+        songs = playlists.path(self._space(), start, end, n, min_similarity)
+        return {"from": start, "to": end, "n": n, "min_similarity": min_similarity,
+                "songs": playlists.entries_json(songs)}
+
+    def playlists(self, k: int, min_similarity: float = 0.0) -> dict:
+        """`songspace playlists -k K --json`: the library clustered into k playlists."""
+        lists = playlists.playlists(self._space(), k, min_similarity=min_similarity)
+        return {"k": k, "min_similarity": min_similarity,
+                "playlists": [{"name": p.name, "songs": playlists.entries_json(p.entries)} for p in lists]}
 
     def query_file(self, path: str | Path, name: str, k: int, max_seconds: float | None = None) -> dict:
         """Neighbours of an uploaded file (at path, shown as name), embedded as `songspace similar` does.
@@ -251,10 +288,7 @@ class Explorer:
 
     def audio_path(self, track_id: str) -> Path:
         """The file of an indexed track; `UnknownTrack` (not indexed, no file) or `Forbidden`."""
-        row = self._ids.get(track_id)
-        if row is None:
-            raise UnknownTrack(f"{track_id}: no track with that id in the index")
-        stored = self.lib.index.tracks["path"].iat[row]
+        stored = self.lib.index.tracks["path"].iat[self._row(track_id)]
         if not stored:
             raise UnknownTrack(f"{track_id}: the index has no file for this track")
         real = Path(os.path.realpath(self.base / stored))

@@ -12,6 +12,10 @@ segment would be split at `/` or normalised at `.`/`..` by the browser):
     GET  /static/...                     its script and style sheet
     GET  /api/tracks                     every track: id, label, name, map position
     GET  /api/neighbours?id=&k=          `songspace similar ID --json`
+    GET  /api/radio?seed=&n=&max_per_artist=&no_same_album=&diversity=&min_similarity=
+                                         `songspace radio SEED --json`
+    GET  /api/path?from=&to=&n=&min_similarity=    `songspace path A B --json`
+    GET  /api/playlists?k=&min_similarity=         `songspace playlists --json`
     GET  /api/evaluation                 grid, baselines, curves, headline in words
     GET  /audio?id=                      the track's file (by id only; ranges honoured)
     POST /api/query?filename=&k=         neighbours of an uploaded audio file (body = the file)
@@ -46,6 +50,8 @@ from songspace.index import LibraryError, StaleIndex, UnknownTrack
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 100
+MAX_LIST = 500        # songs in one radio or path: each costs a pass over the library
+MAX_PLAYLISTS = 200   # k of /api/playlists (k-means over the library)
 UPLOAD_SUFFIX_CHARS = 8   # longest file suffix kept from an upload's name (".flac", ".opus")
 
 
@@ -94,6 +100,84 @@ def _k(request: Request, default: int) -> int:
     except ValueError:
         k = default
     return max(1, min(k, MAX_K))
+
+
+class BadParameter(ValueError):
+    """A query parameter that is missing, malformed or out of range; the message names it."""
+
+
+def _int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer parameter in [lo, hi]; default when absent or empty."""
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadParameter(f"{name}={text!r}: not a whole number") from None
+    if not lo <= value <= hi:
+        raise BadParameter(f"{name}={value}: must lie between {lo} and {hi}")
+    return value
+
+
+def _unit(request: Request, name: str, default: float) -> float:
+    """A number in [0, 1] (NaN and infinities refused); default when absent or empty."""
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadParameter(f"{name}={text!r}: not a number") from None
+    if not 0 <= value <= 1:  # False for NaN too
+        raise BadParameter(f"{name}={text}: must lie in [0, 1]")
+    return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    text = request.query_params.get(name, "").strip().lower()
+    if text not in ("", "0", "1", "false", "true"):
+        raise BadParameter(f"{name}={text!r}: must be 0 or 1")
+    return text in ("1", "true")
+
+
+def _required(request: Request, name: str, usage: str) -> str:
+    value = request.query_params.get(name)
+    if value is None:
+        raise BadParameter(f"name the track: {usage}")
+    return value
+
+
+def _radio_args(request: Request) -> tuple:
+    return ((_required(request, "seed", "/api/radio?seed=TRACK_ID"), _int(request, "n", 30, 1, MAX_LIST)),
+            {"max_per_artist": _int(request, "max_per_artist", None, 1, MAX_LIST),
+             "no_same_album": _flag(request, "no_same_album"),
+             "diversity": _unit(request, "diversity", 0.3),
+             "min_similarity": _unit(request, "min_similarity", 0.0)})
+
+
+def _path_args(request: Request) -> tuple:
+    usage = "/api/path?from=TRACK_ID&to=TRACK_ID"
+    return ((_required(request, "from", usage), _required(request, "to", usage),
+             _int(request, "n", 12, 2, MAX_LIST)), {"min_similarity": _unit(request, "min_similarity", 0.0)})
+
+
+def _playlists_args(request: Request) -> tuple:
+    return (_int(request, "k", 20, 1, MAX_PLAYLISTS),), {"min_similarity": _unit(request, "min_similarity", 0.0)}
+
+
+def _listing(compute, parse):
+    """A GET route answering JSON compute(*args, **kw), computed in a worker thread, for the
+    request's parameters `parse(request) -> (args, kw)`."""
+    async def route(request: Request):
+        try:
+            args, kw = parse(request)
+            return JSONResponse(await run_in_threadpool(compute, *args, **kw))
+        except BadParameter as err:
+            return _error(400, str(err))
+        except UserError as err:  # an unknown track (404), a list that cannot be made (400)
+            return _error(_status(err), str(err))
+    return route
 
 
 class UploadTooLarge(Exception):
@@ -179,6 +263,9 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
         Route("/favicon.ico", lambda request: Response(status_code=204)),  # none; spares a 404 per load
         Route("/api/tracks", tracks),
         Route("/api/neighbours", neighbours),
+        Route("/api/radio", _listing(explorer.radio, _radio_args)),
+        Route("/api/path", _listing(explorer.path, _path_args)),
+        Route("/api/playlists", _listing(explorer.playlists, _playlists_args)),
         Route("/api/evaluation", evaluation),
         Route("/api/query", query, methods=["POST"]),
         Route("/audio", audio_file),

@@ -1,6 +1,7 @@
 // songspace explorer: the map, track view, search, upload and evaluation of one page.
 // Talks to `songspace serve` (fetch), or, in an exported page, reads window.SONGSPACE_DATA.
-// How many neighbours are listed is the server's (params.yaml serve.neighbours).
+// How many neighbours are listed is the server's (params.yaml serve.neighbours). Radio and
+// paths need the server (/api/radio, /api/path) and are hidden in an exported page.
 "use strict";
 (function () {
   const STATIC = window.SONGSPACE_DATA || null;
@@ -31,6 +32,8 @@
     audioUrl: (id) => `audio?id=${encodeURIComponent(id)}`,
     query: (file) => getJSON(`api/query?filename=${encodeURIComponent(file.name)}`,
                              { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }),
+    radio: (id) => getJSON(`api/radio?seed=${encodeURIComponent(id)}`),
+    path: (from, to) => getJSON(`api/path?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`),
   };
 
   // ---------------------------------------------------------------- state
@@ -38,6 +41,7 @@
   let selected = null, neighbourIds = [], matches = null;
   let view = { scale: 1, dx: 0, dy: 0 };  // map zoom and pan, applied to unit-square positions
   let grid = new Map(), hoverId = null;
+  let queue = { ids: [], pos: -1 }, playingId = null;  // the radio or path being played, in order
 
   const base = $("map"), overlay = $("map-overlay"), wrap = $("map-wrap"), tooltip = $("tooltip");
 
@@ -97,6 +101,14 @@
         ctx.fillStyle = colour.get(t.label); ctx.fill();
       }
     }
+    const listed = queue.ids.map((id) => byId.get(id)).filter((t) => t && t.sx !== undefined && !hidden.has(t.label));
+    if (listed.length > 1) {  // the radio or path as a line through its songs
+      ctx.beginPath(); ctx.moveTo(listed[0].sx, listed[0].sy);
+      for (const t of listed.slice(1)) ctx.lineTo(t.sx, t.sy);
+      ctx.strokeStyle = "rgba(216,100,58,.75)"; ctx.lineWidth = 1.5; ctx.stroke();
+    }
+    const current = queue.pos >= 0 && byId.get(queue.ids[queue.pos]);
+    if (current) ring(ctx, current, POINT_RADIUS + 4, "#d8643a", 2.5);
     const sel = selected && byId.get(selected);
     if (sel) {
       ctx.strokeStyle = "rgba(29,35,48,.45)"; ctx.lineWidth = 1;
@@ -176,11 +188,15 @@
     return s;
   }
 
-  function play(id) {
+  // inList: the song is the list's next one (otherwise the list stops following the player)
+  function play(id, inList) {
+    if (!inList) setCurrent(-1);
     const url = api.audioUrl(id), player = $("player");
-    if (!url) return;
+    if (!url) return false;
+    playingId = id;
     player.src = url;
     player.play().catch(() => {});  // autoplay may be refused until the user interacts
+    return true;
   }
 
   function trackLink(id, text) {
@@ -210,6 +226,7 @@
     const t = byId.get(id);
     if (!t) return;
     selected = id; neighbourIds = [];
+    $("radio-button").disabled = $("path-button").disabled = false;
     $("track-title").textContent = t.name;
     $("track-label").replaceChildren(labelChip(t.label), document.createTextNode(` id ${t.id}`));
     if (autoplay) play(id);
@@ -225,6 +242,99 @@
     } catch (err) {
       const li = document.createElement("li"); li.textContent = err.message; target.append(li);
     }
+  }
+
+  // ---------------------------------------------------------------- radio and paths
+  function setCurrent(pos) {
+    queue.pos = pos;
+    $("queue").querySelectorAll("li").forEach((li, i) => li.classList.toggle("current", i === pos));
+    drawOverlay();
+  }
+
+  // play the list from pos on; songs without audio are passed over
+  function playAt(pos) {
+    for (; pos < queue.ids.length; pos++) {
+      setCurrent(pos);
+      if (play(queue.ids[pos], true)) return;
+    }
+    setCurrent(-1);
+  }
+
+  // songs: /api/radio or /api/path's list; similar: what each song's similarity compares it to
+  function showList(title, songs, similar) {
+    queue = { ids: songs.map((s) => s.track_id), pos: -1 };
+    $("queue-title").textContent = title;
+    const ol = $("queue");
+    ol.replaceChildren();
+    songs.forEach((s, i) => {
+      const li = document.createElement("li"), t = byId.get(s.track_id);
+      li.dataset.trackId = s.track_id;
+      const b = document.createElement("button");
+      b.className = "play"; b.textContent = "▶"; b.title = "play the list from here";
+      b.addEventListener("click", () => playAt(i));
+      const a = document.createElement("a");
+      a.textContent = s.name; a.title = s.track_id;
+      a.addEventListener("click", () => { playAt(i); select(s.track_id, false); });
+      const d = document.createElement("span");
+      d.className = "dist"; d.textContent = Number(s.similarity).toFixed(3);
+      d.title = `similarity to ${similar} (0 to 1)`;
+      li.append(b, a, ...(t ? [labelChip(t.label)] : []), d);
+      ol.append(li);
+    });
+    $("queue-box").hidden = false;
+    const player = $("player");
+    if (playingId === queue.ids[0] && !player.paused && !player.ended) setCurrent(0);  // it plays on
+    else playAt(0);
+  }
+
+  // the path's target: a track id from the list, or a name or text only one track matches
+  function pathTarget(text) {
+    if (byId.has(text)) return text;
+    const q = text.trim().toLowerCase();
+    if (!q) return null;
+    const named = tracks.filter((t) => t.name.toLowerCase() === q);
+    const found = named.length ? named
+      : tracks.filter((t) => t.name.toLowerCase().includes(q) || t.id.toLowerCase().includes(q));
+    return found.length === 1 ? found[0].id : null;
+  }
+
+  async function makeList(what) {
+    const msg = $("list-message"), seed = selected;
+    msg.className = ""; msg.textContent = "";
+    try {
+      if (what === "radio") {
+        msg.textContent = "making a radio ...";
+        const result = await api.radio(seed);
+        showList(`Radio from ${byId.get(seed).name} (${result.songs.length} songs)`, result.songs, "the seed");
+      } else {
+        const text = $("path-target").value, target = pathTarget(text);
+        if (!target) throw new Error(text.trim() ? `no single track matches "${text.trim()}": choose one from the list`
+                                                 : "choose the track the path leads to");
+        msg.textContent = "finding a path ...";
+        const result = await api.path(seed, target);
+        showList(`Path from ${byId.get(seed).name} to ${byId.get(target).name} (${result.songs.length} songs)`,
+                 result.songs, "the song before");
+      }
+      msg.textContent = "";
+    } catch (err) {
+      msg.className = "error"; msg.textContent = err.message;
+    }
+  }
+
+  function setupLists() {
+    if (!api.radio) { $("lists").hidden = true; return; }
+    const options = $("track-options");
+    for (const t of [...tracks].sort((a, b) => a.name.localeCompare(b.name))) {
+      const o = document.createElement("option"); o.value = t.id; o.textContent = t.name; options.append(o);
+    }
+    $("radio-button").addEventListener("click", () => makeList("radio"));
+    $("path-button").addEventListener("click", () => makeList("path"));
+    $("path-target").addEventListener("keydown", (e) => { if (e.key === "Enter" && selected) makeList("path"); });
+    const player = $("player");
+    player.addEventListener("ended", () => { if (queue.pos >= 0) playAt(queue.pos + 1); });
+    player.addEventListener("error", () => {  // a song that cannot be played is passed over
+      if (queue.pos >= 0 && playingId === queue.ids[queue.pos]) playAt(queue.pos + 1);
+    });
   }
 
   // ---------------------------------------------------------------- search
@@ -254,8 +364,10 @@
       try {
         const result = await api.query(file);
         selected = null; neighbourIds = result.neighbours.map((n) => n.track_id);
+        $("radio-button").disabled = $("path-button").disabled = true;  // lists start at library songs
         $("track-title").textContent = `Upload: ${file.name}`;
         $("track-label").textContent = "not in the library; its nearest tracks:";
+        setCurrent(-1); playingId = null;
         const player = $("player"); player.src = URL.createObjectURL(file);
         neighbourList(result.neighbours, $("neighbours"));
         msg.textContent = `${file.name}: ${result.neighbours.length} nearest tracks listed`;
@@ -379,7 +491,7 @@
       s.addEventListener("click", () => { hidden.has(l) ? hidden.delete(l) : hidden.add(l); s.classList.toggle("off"); drawBase(); });
       legend.append(s);
     }
-    size(); drawBase(); setupUpload();
+    size(); drawBase(); setupUpload(); setupLists();
     await loadEvaluation();
     window.songspace.ready = true;
   }
@@ -389,6 +501,7 @@
     ready: false,
     screenPosition: (id) => { const t = byId.get(id); return t ? [t.sx, t.sy] : null; },
     select: (id) => select(id, false),
+    list: () => ({ ids: queue.ids, pos: queue.pos, playing: playingId }),
   };
   start().catch((err) => { $("index-info").textContent = `could not load the library: ${err.message}`; });
 })();
