@@ -154,3 +154,16 @@ def test_a_host_not_allowed_is_refused_on_the_list_routes(served, run):
         status, _, body = fetch(f"{base}/api/{route}", headers={"Host": f"attacker.test:{port}"})
         assert status == 400 and "is not served here" in json.loads(body)["error"], route
         assert b"songs" not in body and "Zoë".encode() not in body
+
+
+def test_the_lists_are_refused_to_another_sites_pages(served, run):
+    base, _ = served
+    seed = f"radio?seed={q(run['ids'][0])}&n=3"
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "http://attacker.test"}):
+        status, _, body = fetch(f"{base}/api/{seed}", headers=headers)
+        assert status == 403 and "refused" in json.loads(body)["error"], headers
+    status, _, body = fetch(f"{base}/api/{seed}", headers={"Sec-Fetch-Site": "same-origin"})
+    assert status == 200 and len(json.loads(body)["songs"]) == 3
+    status, _, _ = fetch(f"{base}/api/neighbours?id={q(run['ids'][0])}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert status == 200  # a cheap read: only the Host check (a cross-site page cannot read the answer)

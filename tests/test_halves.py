@@ -2,6 +2,8 @@
 log-mels, and a real self-supervised training run judged on them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,3 +70,39 @@ def test_a_self_supervised_run_learns_to_match_a_tracks_halves(tmp_path):
     result = train.fit(params, data, tmp_path / "models", progress=False)
     accs = [h["val_accuracy"] for h in result.history]
     assert len(accs) == 4 and all(np.isfinite(accs)) and max(accs) > 1 / 3
+
+
+@pytest.mark.slow
+def test_the_evaluate_stage_judges_halves_without_labels(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.tiny import TINY_PARAMS
+
+    raw = {**TINY_PARAMS, "data": {"labels": "none"}, "evaluate": {"bootstrap": 50}}
+    params, paths = make_project(tmp_path, tracks_per_label=6, **{k: v for k, v in raw.items() if k != "seed"})
+    tracks = pd.read_csv(paths["tracks"], dtype=str).assign(label=UNLABELLED, group="")
+    musicnn, _ = features.extract_library(tracks.assign(duration_s=1.5), params.features, "musicnn", workers=1,
+                                          progress=False)
+    features.save(paths["features"], musicnn)
+    g = gt.build(tracks, 3, 0.3, 0.3, 30, 20, 0, halves=True)
+    gt.write(g, paths["groundtruth"], tmp_path / "reports")
+    data = train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], paths["views"],
+                           self_supervised=True)
+    train.fit(params, data, tmp_path / "models", progress=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "stages" / "evaluate.py"), "--model", str(tmp_path / "models" / "best.pt"),
+         "--features", str(paths["features"]), "--groundtruth", str(paths["groundtruth"]),
+         "--tracks", str(paths["tracks"]), "--metrics", str(tmp_path / "eval.json"), "--plots",
+         str(tmp_path / "plots"), "--params", str(tmp_path / "params.yaml")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "halves are the tracks to judge" in done.stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["headline"]["n_quartets"] == len(g.test_quartets) > 0
+    assert 0 <= result["headline"]["accuracy"] <= 1 and "mfcc_stats" in result["baselines"]

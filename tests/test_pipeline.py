@@ -36,9 +36,9 @@ def _run(cmd, cwd, env):
     return done.stdout
 
 
-@pytest.mark.slow
-def test_dvc_repro_on_tiny_params(tmp_path):
-    repo = tmp_path / "repo"
+def project_copy(repo: Path, over: dict) -> tuple[dict, Path]:
+    """The project's own files (no outputs) copied to repo as a git repository, params.yaml with
+    `over` merged in; returns (environment, the venv's bin folder)."""
     tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
@@ -49,7 +49,7 @@ def test_dvc_repro_on_tiny_params(tmp_path):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(params, over), sort_keys=False))
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -57,6 +57,13 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny"], repo, env)
+    return env, venv_bin
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_tiny_params(tmp_path):
+    repo = tmp_path / "repo"
+    env, venv_bin = project_copy(repo, TINY)
     out = _run([str(venv_bin / "dvc"), "repro"], repo, env)
     assert "Running stage 'evaluate'" in out
 

@@ -129,3 +129,10 @@ def test_m3u8_paths_are_relative_to_the_playlist_and_utf8(tmp_path):
         assert info == f"#EXTINF:{int(round(e.duration_s))},{e.artist} - {e.title}"
         assert where.startswith("../music/") and (out.parent / where).resolve() == Path(e.path).resolve()
     assert playlists.entries_json(got)[0]["name"] == f"{got[0].title} - {got[0].artist}"
+
+
+def test_a_playlist_emptied_by_min_similarity_is_dropped(tmp_path):
+    space = make_space(tmp_path)
+    lists = playlists.playlists(space, k=6, min_similarity=0.99)
+    assert all(p.entries for p in lists) and len(lists) <= 6
+    assert all(e.similarity >= 0.99 for p in lists for e in p.entries)

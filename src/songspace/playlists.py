@@ -206,8 +206,9 @@ def path(space: Space, start: str, end: str, n: int = 12, min_similarity: float 
     The straight line from start to end in the scaled space is cut into n - 1 equal steps; each
     inner point takes the allowed song nearest to it and to the song before (the sum of both
     distances), never a song twice nor a copy of one already taken. min_similarity drops songs
-    less similar than that to the song before. Entries carry their similarity to the song before
-    (the start: 1). Fewer than n songs come back when the library runs out.
+    less similar than that to the song before (the end is always kept, however far). Entries
+    carry their similarity to the song before (the start: 1). Fewer than n songs come back when
+    the library runs out.
     """
     if n < 2:
         raise PlaylistError("a path needs at least 2 songs (its two ends)")
@@ -252,7 +253,8 @@ def _name(space: Space, rows: np.ndarray, number: int) -> str:
 
 def playlists(space: Space, k: int = 20, seed: int = 0, min_similarity: float = 0.0) -> list[Playlist]:
     """The library cut into k playlists by k-means on the scaled embeddings (scikit-learn),
-    biggest first; each ordered by similarity to its centre, duplicates collapsed."""
+    biggest first; each ordered by similarity to its centre, duplicates collapsed. Songs less
+    similar than min_similarity to their centre are left out (a playlist left empty is dropped)."""
     from sklearn.cluster import KMeans
 
     n = len(space.ids)
@@ -272,7 +274,8 @@ def playlists(space: Space, k: int = 20, seed: int = 0, min_similarity: float = 
                 continue
             keys.add(space.dup_key[i])
             entries.append(space.entry(int(i), s))
-        result.append((rows, entries))
+        if entries:  # min_similarity may leave a cluster empty: no playlist then
+            result.append((rows, entries))
     result.sort(key=lambda r: (-len(r[1]), space.ids[r[0][0]]))
     names: Counter = Counter()
     out = []

@@ -8,7 +8,8 @@ as same-origin) or through plain cross-site requests. `Guard` stops both before 
   localhost or [::1] with the port, for a loopback or all-interfaces bind) or a name given
   with `--allowed-host`; otherwise 400;
 * a request that changes state or costs work (any method but GET, HEAD and OPTIONS: the
-  upload POST) is refused with 403 when its `Origin` is not the server's own origin or its
+  upload POST; and the lists, `COSTLY_PATHS`, whose answers take real work to compute) is
+  refused with 403 when its `Origin` is not the server's own origin or its
   `Sec-Fetch-Site` says it comes from another site. Clients that are not browsers send
   neither header and pass; the Host check still applies to them.
 
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+COSTLY_PATHS = ("/api/radio", "/api/path", "/api/playlists")   # GETs that cost work: same-origin only
 FOREIGN_FETCH_SITES = ("cross-site", "same-site")
 DEFAULT_HTTP_PORT = 80  # a Host header without a port means this one
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")  # a DNS name or a dotted IPv4 address
@@ -96,14 +98,14 @@ def allowed_hosts(bind_host: str, port: int, extra: Iterable[str] = ()) -> froze
     return frozenset(hosts)
 
 
-def refusal(headers: Headers, method: str, hosts: frozenset[str]) -> tuple[int, str] | None:
+def refusal(headers: Headers, method: str, hosts: frozenset[str], path: str = "") -> tuple[int, str] | None:
     """(status, message) when a request must be refused, None when it may proceed."""
     raw = headers.get("host", "")
     host = normalise_host(raw)
     if host not in hosts:
         return 400, (f"host {raw!r} is not served here; this server answers "
                      f"{', '.join(sorted(hosts))} (add names with --allowed-host)")
-    if method in SAFE_METHODS:
+    if method in SAFE_METHODS and path not in COSTLY_PATHS:
         return None
     site = headers.get("sec-fetch-site", "").lower()
     if site in FOREIGN_FETCH_SITES:
@@ -123,7 +125,7 @@ class Guard:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
-            refused = refusal(Headers(scope=scope), scope["method"], self.hosts)
+            refused = refusal(Headers(scope=scope), scope["method"], self.hosts, scope.get("path", ""))
             if refused is not None:
                 status, message = refused
                 await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
