@@ -200,6 +200,10 @@ def cmd_serve(args) -> int:
     server.check_options(args.host, args.port, args.allowed_host)
     library = args.library or params.data.audio_dir or "data/corpus"
     explorer = data.Explorer.open(args.index, args.model, library, args.metrics, args.live, seed=params.seed)
+    from songspace.explorer import judge
+
+    referee = judge.open_judge(explorer, args.judgements, args.splits, params.serve.judge_uncertain_share,
+                               params.seed, params.split.test_fraction, params.split.val_fraction)
     sock = server.bind(args.host, args.port)
     port = sock.getsockname()[1]
     warning = server.exposure_warning(args.host)
@@ -207,7 +211,9 @@ def cmd_serve(args) -> int:
         print(f"songspace: warning: {warning}", file=sys.stderr)
     print(f"songspace explorer: {server.page_url(args.host, port)} ({explorer.lib.index.n_tracks} tracks, "
           f"audio from {explorer.root}); Ctrl-C stops it", flush=True)
-    server.serve(explorer, sock, guard.allowed_hosts(args.host, port, args.allowed_host), params.serve)
+    print(f"  judgements go to {referee.store.path} (splits from {referee.splits_source})", flush=True)
+    server.serve(explorer, sock, guard.allowed_hosts(args.host, port, args.allowed_host), params.serve,
+                 referee)
     return 0
 
 
@@ -274,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the library folder audio is served from (default: params.yaml data.audio_dir)")
     p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")
     p.add_argument("--live", default="dvclive", help="dvclive folder of the run (default: %(default)s)")
+    p.add_argument("--judgements", default="data/judgements/quartets.csv",
+                   help="the judge view's quartet CSV, appended to (default: %(default)s; point "
+                        "params.yaml data.quartets at it to train on it)")
+    p.add_argument("--splits", default="data/groundtruth/splits.csv",
+                   help="each track's split, which a judged quartet follows (default: %(default)s; "
+                        "when absent, the hash of (seed, track))")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
     return ap
