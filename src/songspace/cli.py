@@ -178,17 +178,37 @@ def cmd_report(args) -> int:
         print("  (no headline in this file)")
     gt_path = Path(args.groundtruth)
     if gt_path.exists():
-        from songspace.groundtruth import judgement_lines, read_report
+        from songspace.groundtruth import agreement_line, judgement_lines, read_report
         try:
-            lines = judgement_lines(read_report(gt_path))
+            gt = read_report(gt_path)
+            lines = judgement_lines(gt)
+            lines = _used_lines(gt, head, n_q) + ["  judgements  " + line.strip() for line in lines]
+            lines += [f"  annotators       {agreement_line(gt)}"] if agreement_line(gt) else []
         except (ValueError, KeyError, TypeError) as err:
-            lines = [f"  (unreadable: {err})"]
+            lines = [f"  judgements  (unreadable: {err})"]
         for line in lines:
-            print("  judgements  " + line.strip())
+            print(line)
     plots = Path(args.plots)
     found = sorted(p for p in plots.glob("*") if p.suffix in PLOT_SUFFIXES) if plots.is_dir() else []
     print(f"  plots            {', '.join(str(p) for p in found) if found else f'none under {plots}/'}")
     return 0
+
+
+def _used_lines(gt: dict, head: dict, n_test) -> list[str]:
+    """How many annotated judgements the run used and what the accuracy above was measured on,
+    from groundtruth.json (nothing when the ground truth came from labels)."""
+    a = gt.get("annotations")
+    if gt.get("mode") != "annotations" or not a:
+        return []
+    kept = a.get("quartets") or {}
+    out = [f"  judgements used  {a['lines']} line(s) of data.quartets, {a['distinct_quartets']} distinct "
+           f"quartet(s): train {kept.get('train', '?')}, val {kept.get('val', '?')}, "
+           f"test {kept.get('test', '?')}"]
+    acc = _num(head.get("accuracy"))
+    if acc:
+        out.append(f"  judged test      the accuracy above ({acc}) is on the {n_test if n_test is not None else '?'} "
+                   "judged test quartets")
+    return out
 
 
 def cmd_serve(args) -> int:
