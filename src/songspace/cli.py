@@ -10,8 +10,9 @@
     songspace models                             the model registry with parameter counts
     songspace check                              params.yaml: known keys, values in range
     songspace report                             the headline of metrics/eval.json (and the
-                                                 annotated quartets kept per split)
-    songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation
+                                                 judgements used, kept per split, annotators' agreement)
+    songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation,
+                    [--judgements F]             and the judge view (answers appended to F)
 
 Default paths are the pipeline's (data/index, data/models/best.pt, metrics/eval.json,
 params.yaml); each has an option. A user error (a missing or undecodable file, a missing or
