@@ -2,7 +2,8 @@
 
     python stages/groundtruth.py --tracks data/library/tracks.csv --out data/groundtruth --reports data/reports
 
-Reads data.quartets (human judgements) when set, else derives quartets from labels. Duplicate
+Reads data.quartets (human judgements) when set, else derives quartets from labels; with an
+annotator column, the report carries the annotators' agreement. Duplicate
 paths named in the judgements are resolved through aliases.csv next to tracks.csv.
 """
 from __future__ import annotations
@@ -28,15 +29,20 @@ def main(argv: list[str] | None = None) -> int:
         aliases_csv = Path(args.tracks).with_name("aliases.csv")
         aliases = ingest.read_aliases(aliases_csv) if aliases_csv.exists() else None
         path = ingest.resolve_param_path(p.data.quartets, p.data.audio_dir, "data.quartets")
-        annotations = groundtruth.parse_quartets(
-            groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases),
-            source=str(path))
+        rows, lookup = groundtruth.read_quartet_rows(path), groundtruth.track_lookup(tracks, aliases)
+        annotations = groundtruth.parse_quartets(rows, lookup, source=str(path))
     gt = groundtruth.build(
         tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
         p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
         annotations, p.split.method, p.groundtruth.min_val_quartets, halves=p.data.labels == "none")
+    if annotations is not None:
+        agreement = groundtruth.annotator_agreement(rows, lookup)
+        if agreement:
+            gt.report["annotations"]["annotators"] = agreement
     groundtruth.write(gt, args.out, args.reports)
     print(groundtruth.summary(gt))
+    if groundtruth.agreement_line(gt.report):
+        print(f"  {groundtruth.agreement_line(gt.report)}")
     for w in gt.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0

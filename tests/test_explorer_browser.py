@@ -125,6 +125,7 @@ def test_the_exported_page_plays_tracks_from_awkward_folders(browser, tmp_path_f
     browser.execute_script("window.songspace.select(arguments[0])", track)
     neighbours = listed(browser, 3)
     assert not browser.find_element(By.ID, "lists").is_displayed()  # radio and paths need the server
+    assert not browser.find_element(By.ID, "judge").is_displayed()  # so does the judge view
     button = browser.find_element(By.CSS_SELECTOR, "#neighbours li button.play")
     button.click()
     src = wait_for_audio(browser)["src"]

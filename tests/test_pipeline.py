@@ -44,7 +44,7 @@ def project_copy(repo: Path, over: dict) -> tuple[dict, Path]:
     for name in tracked:
         src = ROOT / name
         outputs = name.startswith(("data/", "metrics/", "plots/", "dvclive/")) and \
-            not name.startswith("data/added/")  # the list of added songs is an input
+            not name.startswith(("data/added/", "data/judgements/"))  # inputs: added songs, judgements
         if src.is_file() and not outputs and name != "dvc.lock":
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)

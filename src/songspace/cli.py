@@ -10,8 +10,9 @@
     songspace models                             the model registry with parameter counts
     songspace check                              params.yaml: known keys, values in range
     songspace report                             the headline of metrics/eval.json (and the
-                                                 annotated quartets kept per split)
-    songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation
+                                                 judgements used, kept per split, annotators' agreement)
+    songspace serve [--port 8000] [--host H]     the explorer page: map, neighbours, evaluation,
+                    [--judgements F]             and the judge view (answers appended to F)
 
 Default paths are the pipeline's (data/index, data/models/best.pt, metrics/eval.json,
 params.yaml); each has an option. A user error (a missing or undecodable file, a missing or
@@ -178,17 +179,37 @@ def cmd_report(args) -> int:
         print("  (no headline in this file)")
     gt_path = Path(args.groundtruth)
     if gt_path.exists():
-        from songspace.groundtruth import judgement_lines, read_report
+        from songspace.groundtruth import agreement_line, judgement_lines, read_report
         try:
-            lines = judgement_lines(read_report(gt_path))
+            gt = read_report(gt_path)
+            lines = judgement_lines(gt)
+            lines = _used_lines(gt, head, n_q) + ["  judgements  " + line.strip() for line in lines]
+            lines += [f"  annotators       {agreement_line(gt)}"] if agreement_line(gt) else []
         except (ValueError, KeyError, TypeError) as err:
-            lines = [f"  (unreadable: {err})"]
+            lines = [f"  judgements  (unreadable: {err})"]
         for line in lines:
-            print("  judgements  " + line.strip())
+            print(line)
     plots = Path(args.plots)
     found = sorted(p for p in plots.glob("*") if p.suffix in PLOT_SUFFIXES) if plots.is_dir() else []
     print(f"  plots            {', '.join(str(p) for p in found) if found else f'none under {plots}/'}")
     return 0
+
+
+def _used_lines(gt: dict, head: dict, n_test) -> list[str]:
+    """How many annotated judgements the run used and what the accuracy above was measured on,
+    from groundtruth.json (nothing when the ground truth came from labels)."""
+    a = gt.get("annotations")
+    if gt.get("mode") != "annotations" or not a:
+        return []
+    kept = a.get("quartets") or {}
+    out = [f"  judgements used  {a['lines']} line(s) of data.quartets, {a['distinct_quartets']} distinct "
+           f"quartet(s): train {kept.get('train', '?')}, val {kept.get('val', '?')}, "
+           f"test {kept.get('test', '?')}"]
+    acc = _num(head.get("accuracy"))
+    if acc:
+        out.append(f"  judged test      the accuracy above ({acc}) is on the {n_test if n_test is not None else '?'} "
+                   "judged test quartets")
+    return out
 
 
 def cmd_serve(args) -> int:
@@ -200,6 +221,10 @@ def cmd_serve(args) -> int:
     server.check_options(args.host, args.port, args.allowed_host)
     library = args.library or params.data.audio_dir or "data/corpus"
     explorer = data.Explorer.open(args.index, args.model, library, args.metrics, args.live, seed=params.seed)
+    from songspace.explorer import judge
+
+    referee = judge.open_judge(explorer, args.judgements, args.splits, params.serve.judge_uncertain_share,
+                               params.seed, params.split.test_fraction, params.split.val_fraction)
     sock = server.bind(args.host, args.port)
     port = sock.getsockname()[1]
     warning = server.exposure_warning(args.host)
@@ -207,7 +232,9 @@ def cmd_serve(args) -> int:
         print(f"songspace: warning: {warning}", file=sys.stderr)
     print(f"songspace explorer: {server.page_url(args.host, port)} ({explorer.lib.index.n_tracks} tracks, "
           f"audio from {explorer.root}); Ctrl-C stops it", flush=True)
-    server.serve(explorer, sock, guard.allowed_hosts(args.host, port, args.allowed_host), params.serve)
+    print(f"  judgements go to {referee.store.path} (splits from {referee.splits_source})", flush=True)
+    server.serve(explorer, sock, guard.allowed_hosts(args.host, port, args.allowed_host), params.serve,
+                 referee)
     return 0
 
 
@@ -274,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the library folder audio is served from (default: params.yaml data.audio_dir)")
     p.add_argument("--metrics", default="metrics/eval.json", help="evaluation JSON (default: %(default)s)")
     p.add_argument("--live", default="dvclive", help="dvclive folder of the run (default: %(default)s)")
+    p.add_argument("--judgements", default="data/judgements/quartets.csv",
+                   help="the judge view's quartet CSV, appended to (default: %(default)s; point "
+                        "params.yaml data.quartets at it to train on it)")
+    p.add_argument("--splits", default="data/groundtruth/splits.csv",
+                   help="each track's split, which a judged quartet follows (default: %(default)s; "
+                        "when absent, the hash of (seed, track))")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
     return ap

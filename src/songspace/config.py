@@ -204,6 +204,7 @@ class ServeParams:
     max_upload_mb: float = 50.0  # `songspace serve`: larger uploads are refused (413)
     neighbours: int = 10         # k of the explorer's neighbour lists (server and exported page)
     max_query_seconds: float = 1200.0  # uploads whose header declares more audio are refused (413)
+    judge_uncertain_share: float = 0.5  # judge view: share of questions the model is least sure of (rest random)
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "serve.max_upload_mb": (0, None, False, True),
     "serve.neighbours": (1, None, True, True),
     "serve.max_query_seconds": (0, None, False, True),
+    "serve.judge_uncertain_share": (0, 1, True, True),
     "augment.pitch_shift.max_semitones": (0, 12, True, True),
     "augment.time_stretch.max_change": (0, 1, True, False),
     "augment.resample.min_rate": (1000, None, True, True),

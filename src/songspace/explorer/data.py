@@ -237,7 +237,8 @@ class Explorer:
 
     # ------------------------------------------------------------ lists to listen to
 
-    def _space(self) -> playlists.Space:
+    def space(self) -> playlists.Space:
+        """The index's scaled space (built once, on the first call)."""
         with self._space_lock:  # built once, not by two first requests at the same time
             return self.lib.space
 
@@ -245,20 +246,20 @@ class Explorer:
         """`songspace radio SEED -n N --json` for a track of the index; constraints as
         `playlists.radio` (max_per_artist, no_same_album, diversity, min_similarity)."""
         self._row(seed)
-        songs = playlists.radio(self._space(), seed, n, **constraints)
+        songs = playlists.radio(self.space(), seed, n, **constraints)
         return {"seed": seed, "n": n, **constraints, "songs": playlists.entries_json(songs)}
 
     def path(self, start: str, end: str, n: int, min_similarity: float = 0.0) -> dict:
         """`songspace path A B -n N --json` between two tracks of the index."""
         for track_id in (start, end):
             self._row(track_id)
-        songs = playlists.path(self._space(), start, end, n, min_similarity)
+        songs = playlists.path(self.space(), start, end, n, min_similarity)
         return {"from": start, "to": end, "n": n, "min_similarity": min_similarity,
                 "songs": playlists.entries_json(songs)}
 
     def playlists(self, k: int, min_similarity: float = 0.0) -> dict:
         """`songspace playlists -k K --json`: the library clustered into k playlists."""
-        lists = playlists.playlists(self._space(), k, min_similarity=min_similarity)
+        lists = playlists.playlists(self.space(), k, min_similarity=min_similarity)
         return {"k": k, "min_similarity": min_similarity,
                 "playlists": [{"name": p.name, "songs": playlists.entries_json(p.entries)} for p in lists]}
 

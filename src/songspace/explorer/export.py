@@ -4,7 +4,8 @@ The page's style sheet, script and data (tracks on the map, every track's neighb
 evaluation) are inlined; nothing is fetched. Audio is not embedded: each track links to its
 file by a path relative to the page (a URL: percent-encoded per segment), so the page plays
 the songs where the library sits beside it (plots/explorer.html -> ../data/corpus/...).
-Upload needs the server and is hidden.
+Upload, radio, paths and the judge view need the server and are hidden (judge.js is not
+inlined: its box stays `hidden`).
 """
 from __future__ import annotations
 

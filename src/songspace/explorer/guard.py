@@ -8,7 +8,8 @@ as same-origin) or through plain cross-site requests. `Guard` stops both before 
   localhost or [::1] with the port, for a loopback or all-interfaces bind) or a name given
   with `--allowed-host`; otherwise 400;
 * a request that changes state or costs work (any method but GET, HEAD and OPTIONS: the
-  upload POST; and the lists, `COSTLY_PATHS`, whose answers take real work to compute) is
+  upload POST and the judge's answers; the lists, whose answers take real work to compute,
+  and the judge's next question, which is logged: `COSTLY_PATHS`) is
   refused with 403 when its `Origin` is not the server's own origin or its
   `Sec-Fetch-Site` says it comes from another site. Clients that are not browsers send
   neither header and pass; the Host check still applies to them.
@@ -27,7 +28,8 @@ from starlette.responses import JSONResponse
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-COSTLY_PATHS = ("/api/radio", "/api/path", "/api/playlists")   # GETs that cost work: same-origin only
+COSTLY_PATHS = ("/api/radio", "/api/path", "/api/playlists",   # GETs that cost work or write a log:
+                "/api/judge/next")                              # same-origin only
 FOREIGN_FETCH_SITES = ("cross-site", "same-site")
 DEFAULT_HTTP_PORT = 80  # a Host header without a port means this one
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")  # a DNS name or a dotted IPv4 address

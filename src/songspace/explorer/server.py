@@ -19,14 +19,19 @@ segment would be split at `/` or normalised at `.`/`..` by the browser):
     GET  /api/evaluation                 grid, baselines, curves, headline in words
     GET  /audio?id=                      the track's file (by id only; ranges honoured)
     POST /api/query?filename=&k=         neighbours of an uploaded audio file (body = the file)
+    GET  /api/judge/next?annotator=      the judge view's next three songs (`judge.Judge.ask`)
+    POST /api/judge                      an answer to it (JSON body, `judge.Judge.answer`)
+    GET  /api/judge/stats?annotator=     judgements made and the model's agreement with them
 
 Audio is served only for tracks of the index whose file lies inside the library folder;
-no route takes a path from the client. Nothing is written into the library or the index.
+no route takes a path from the client. Nothing is written into the library or the index; the
+judge view's answers go to its judgements file (`judgements.JudgementStore`).
 Requests pass `guard.Guard` first (the Host names the server answers, same-origin uploads).
 """
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import socket
 import tempfile
@@ -45,6 +50,7 @@ from songspace.config import ServeParams
 from songspace.errors import UserError
 from songspace.explorer import guard
 from songspace.explorer.data import Explorer, Forbidden, QueryTooLong
+from songspace.explorer.judge import Judge, JudgeError, UnknownQuestion
 from songspace.index import LibraryError, StaleIndex, UnknownTrack
 
 log = logging.getLogger(__name__)
@@ -53,14 +59,16 @@ MAX_K = 100
 MAX_LIST = 500        # songs in one radio or path: each costs a pass over the library
 MAX_PLAYLISTS = 200   # k of /api/playlists (k-means over the library)
 UPLOAD_SUFFIX_CHARS = 8   # longest file suffix kept from an upload's name (".flac", ".opus")
+MAX_ANSWER_BYTES = 4096   # a judge answer's JSON body
 
 
 def page_html(static_prefix: str = "static") -> str:
-    """The page's HTML, loading explorer.css and explorer.js from static_prefix."""
+    """The page's HTML, loading explorer.css, explorer.js and judge.js from static_prefix."""
     html = (STATIC_DIR / "explorer.html").read_text()
     return (html.replace("<!--STYLE-->", f'<link rel="stylesheet" href="{static_prefix}/explorer.css">')
                 .replace("<!--DATA-->", "")
-                .replace("<!--SCRIPT-->", f'<script src="{static_prefix}/explorer.js"></script>'))
+                .replace("<!--SCRIPT-->", f'<script src="{static_prefix}/explorer.js"></script>\n'
+                                          f'<script src="{static_prefix}/judge.js"></script>'))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -199,12 +207,53 @@ async def _save_body(request: Request, dest: Path, limit: int) -> int:
     return size
 
 
+def judge_routes(judge: Judge | None) -> list[Route]:
+    """/api/judge/next, /api/judge (POST) and /api/judge/stats; 404 when judging is off."""
+    def off():
+        return _error(404, "the judge view is off on this server")
+
+    async def ask(request: Request):
+        if judge is None:
+            return off()
+        try:
+            return JSONResponse(await run_in_threadpool(judge.ask, request.query_params.get("annotator", "")))
+        except (JudgeError, UserError) as err:
+            return _error(400, str(err))
+
+    async def answer(request: Request):
+        if judge is None:
+            return off()
+        body = await request.body()
+        if len(body) > MAX_ANSWER_BYTES:
+            return _error(413, f"an answer is a small JSON object (at most {MAX_ANSWER_BYTES} bytes)")
+        try:
+            return JSONResponse(await run_in_threadpool(judge.answer, json.loads(body or b"null")))
+        except UnknownQuestion as err:
+            return _error(404, str(err))
+        except json.JSONDecodeError:
+            return _error(400, "the answer is not JSON")
+        except (JudgeError, UserError) as err:
+            return _error(400, str(err))
+
+    async def stats(request: Request):
+        if judge is None:
+            return off()
+        try:
+            return JSONResponse(await run_in_threadpool(judge.stats, request.query_params.get("annotator", "")))
+        except UserError as err:
+            return _error(400, str(err))
+
+    return [Route("/api/judge/next", ask), Route("/api/judge", answer, methods=["POST"]),
+            Route("/api/judge/stats", stats)]
+
+
 def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
                max_query_seconds: float = ServeParams.max_query_seconds,
-               hosts: Iterable[str] = ()) -> Starlette:
+               hosts: Iterable[str] = (), judge: Judge | None = None) -> Starlette:
     """The explorer's ASGI app over an opened `Explorer`.
 
     hosts: the `name:port` Host values it answers (`guard.allowed_hosts`); any other gets 400.
+    judge: the judge view's questions and answers (`judge.open_judge`); None turns it off.
     """
     limit_mb = max_upload_bytes / 2**20
 
@@ -268,6 +317,7 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
         Route("/api/playlists", _listing(explorer.playlists, _playlists_args)),
         Route("/api/evaluation", evaluation),
         Route("/api/query", query, methods=["POST"]),
+        *judge_routes(judge),
         Route("/audio", audio_file),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -324,10 +374,11 @@ def page_url(host: str, port: int) -> str:
     return f"http://{name}:{port}/"
 
 
-def serve(explorer: Explorer, sock: socket.socket, hosts: Iterable[str], params: ServeParams) -> None:
+def serve(explorer: Explorer, sock: socket.socket, hosts: Iterable[str], params: ServeParams,
+          judge: Judge | None = None) -> None:
     """Run the explorer with uvicorn on a bound socket (`bind`) until interrupted."""
     import uvicorn
 
     app = create_app(explorer, int(params.max_upload_mb * 2**20), params.neighbours,
-                     params.max_query_seconds, hosts)
+                     params.max_query_seconds, hosts, judge)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -17,6 +17,7 @@ one reader and one writer for each ground-truth file.
 * `splits`, `partition` - which side each track is on;
 * `labels` - quartets and triplets drawn from labels;
 * `annotations` - quartets read from a user's CSV of judgements;
+* `agreement` - how often annotators who judged the same quartet picked the same odd song;
 * `halves` - without labels: quartets of track halves (self-supervised training);
 * `build` - everything together, `write` and `summary` for the stage.
 """
@@ -66,6 +67,7 @@ from songspace.groundtruth.annotations import (  # noqa: F401
     Annotations,
     parse_quartets,
 )
+from songspace.groundtruth.agreement import annotator_agreement, agreement_line  # noqa: F401
 from songspace.groundtruth.build import (  # noqa: F401
     split_quartets,
     GroundTruth,
