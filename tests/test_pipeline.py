@@ -1,4 +1,5 @@
-"""End to end: the real `dvc repro` of the whole pipeline on tiny params, in a temporary copy."""
+"""End to end: the real `dvc repro` of the whole pipeline on tiny params, in a temporary copy: then
+judgements made through the judge view's HTTP API train the next run, and an added song survives it."""
 import json
 import os
 import shutil
@@ -60,6 +61,45 @@ def project_copy(repo: Path, over: dict) -> tuple[dict, Path]:
     return env, venv_bin
 
 
+MIN_JUDGED = 6   # judged quartets wanted in train and in test
+
+
+def judge_through_the_api(repo: Path, questions: int | None = None) -> list[dict]:
+    """A listener who hears labels answers the judge view's questions over HTTP (the odd song is
+    the one of another label; skipped when the three share a label or all differ), two
+    annotators taking turns, until train and test hold MIN_JUDGED judged quartets each (or
+    `questions` are answered). Returns the answers given."""
+    from songspace.explorer import data, judge
+    from tests.test_explorer import fetch, running
+    from tests.test_judge import post
+
+    cwd = os.getcwd()
+    os.chdir(repo)  # the index's track paths are relative to the project
+    try:
+        explorer = data.Explorer.open("data/index", "data/models/best.pt", "data/corpus", None, None, None)
+        referee = judge.open_judge(explorer, "data/judgements/quartets.csv", "data/groundtruth/splits.csv",
+                                   0.5, seed=42, test_fraction=0.4, val_fraction=0.25)
+        labels = dict(zip(explorer.lib.index.tracks["track_id"], explorer.lib.index.tracks["label"]))
+        count, answers = {"train": 0, "test": 0}, []
+        with running(explorer, judge=referee) as base:
+            for i in range(questions or 400):
+                if questions is None and min(count.values()) >= MIN_JUDGED:
+                    break
+                who = ("ann", "bob")[i % 2]
+                q = json.loads(fetch(f"{base}/api/judge/next?annotator={who}")[2])
+                songs = q["songs"]
+                odd = [s for s in songs if sum(labels[s] == labels[t] for t in songs) == 1]
+                verdict = {"verdict": "odd", "odd": odd[0]} if len(odd) == 1 else {"verdict": "skip"}
+                assert post(base, {"id": q["id"], "annotator": who, "seconds": 2, **verdict})[0] == 200
+                if len(odd) == 1:
+                    answers.append({"songs": songs, "odd": odd[0], "split": q["split"]})
+                    count[q["split"]] = count.get(q["split"], 0) + 1
+    finally:
+        os.chdir(cwd)
+    assert questions is not None or min(count.values()) >= MIN_JUDGED, count
+    return answers
+
+
 @pytest.mark.slow
 def test_dvc_repro_on_tiny_params(tmp_path):
     repo = tmp_path / "repo"
@@ -82,9 +122,22 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     # everything is up to date afterwards but the scan of the library folder, which always reruns
     status = json.loads(_run([str(venv_bin / "dvc"), "status", "--json"], repo, env))
     assert status == {"scan": ["always changed"]}
-    # a parameter change reruns what depends on it and `dvc metrics diff` sees the change
-    shown = _run([str(venv_bin / "dvc"), "exp", "run", "-S", "train.epochs=1"], repo, env)
-    assert "Running stage 'train'" in shown and "Running stage 'corpus'" not in shown
+    # judgements made in the explorer's judge view, then a parameter change pointing at them
+    # (`dvc exp run -S`): the stages that depend on it rerun and train on the judgements
+    answers = judge_through_the_api(repo)
+    shown = _run([str(venv_bin / "dvc"), "exp", "run", "-S", "data.quartets=data/judgements/quartets.csv"],
+                 repo, env)
+    assert "Running stage 'groundtruth'" in shown and "Running stage 'train'" in shown
+    assert "Running stage 'corpus'" not in shown and "Running stage 'features'" not in shown
+    report = json.loads((repo / "data" / "reports" / "groundtruth.json").read_text())
+    a, distinct = report["annotations"], {(frozenset(x["songs"]), x["odd"]): x["split"] for x in answers}
+    assert report["mode"] == "annotations" and report["split"]["method"] == "file"
+    assert a["lines"] == len(answers) and a["split_column"] and a["annotators"]["annotators"] == 2
+    assert a["quartets"]["test"] == sum(s == "test" for s in distinct.values()) == report["test_quartets"]
+    assert a["judgements"]["all"] == {"kept": len(distinct), "dropped": 0}
+    # one more judgement: the groundtruth stage is out of date again (data/judgements is its input)
+    judge_through_the_api(repo, questions=1)
+    assert "groundtruth" in json.loads(_run([str(venv_bin / "dvc"), "status", "--json"], repo, env))
 
     # a song added with `songspace add` survives the next `dvc repro` (the index stage takes it in)
     extra = write_tone(tmp_path / "outside" / "new song.wav", freqs=(330.0, 495.0), seconds=6.0)
