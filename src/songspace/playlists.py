@@ -59,6 +59,12 @@ def _column(tracks: pd.DataFrame, name: str) -> list[str]:
     return ["" if pd.isna(v) else str(v) for v in tracks[name]]
 
 
+def _codes(values: list[str]) -> np.ndarray:
+    """Each value's code: 1, 2, ... by sorted value; 0 for an empty one."""
+    code = {v: i for i, v in enumerate(sorted({v for v in values if v}), 1)}
+    return np.array([code.get(v, 0) for v in values], dtype=np.int64)
+
+
 class Space:
     """Scaled embeddings `(n, d)` under one distance, and their track table (row i = track i)."""
 
@@ -70,9 +76,10 @@ class Space:
         self.tracks = tracks.reset_index(drop=True)
         self.ids = [str(t) for t in self.tracks["track_id"]]
         self.row_of = {t: i for i, t in enumerate(self.ids)}
-        self.artist = [tags.first(a).casefold() for a in _column(self.tracks, "artist")]
-        self.album = [a.casefold() for a in _column(self.tracks, "album")]
-        self.dup_key = self._duplicate_keys()
+        # integer codes (0: none) so that a list's constraints are array operations
+        self.artist = _codes([tags.first(a).casefold() for a in _column(self.tracks, "artist")])
+        self.album = _codes([a.casefold() for a in _column(self.tracks, "album")])
+        self.dup_key = np.array(self._duplicate_keys(), dtype=np.int64)
         self._scale = self._pair_distances(seed)
 
     @classmethod
@@ -139,31 +146,30 @@ class Space:
                      str(t.get("album", "") or ""), dur, round(float(similarity), 4))
 
 
-@dataclass
 class _Taken:
-    """What a list holds so far: rows, duplicate keys, artists' counts, albums."""
+    """What a list holds so far: its rows, and which songs (duplicate keys), how many songs per
+    artist and which albums it has, as arrays indexed by `Space` codes."""
 
-    rows: list
-    keys: set
-    artists: Counter
-    albums: set
+    def __init__(self, space: Space):
+        self.rows: list[int] = []
+        self.keys = np.zeros(len(space.ids), bool)
+        self.artists = np.zeros(int(space.artist.max(initial=0)) + 1, np.int64)
+        self.albums = np.zeros(int(space.album.max(initial=0)) + 1, bool)
 
     def add(self, space: Space, i: int) -> None:
         self.rows.append(i)
-        self.keys.add(space.dup_key[i])
-        if space.artist[i]:
-            self.artists[space.artist[i]] += 1
-        if space.album[i]:
-            self.albums.add(space.album[i])
+        self.keys[space.dup_key[i]] = True
+        self.artists[space.artist[i]] += 1
+        self.albums[space.album[i]] = True
 
 
 def _allowed(space: Space, taken: _Taken, max_per_artist: int | None, no_same_album: bool) -> np.ndarray:
-    """(n,) bool: songs that may still join the list."""
-    ok = np.array([k not in taken.keys for k in space.dup_key])
+    """(n,) bool: songs that may still join the list (code 0, no artist or album, never limits)."""
+    ok = ~taken.keys[space.dup_key]
     if max_per_artist is not None:
-        ok &= np.array([not a or taken.artists[a] < max_per_artist for a in space.artist])
+        ok &= (space.artist == 0) | (taken.artists[space.artist] < max_per_artist)
     if no_same_album:
-        ok &= np.array([not a or a not in taken.albums for a in space.album])
+        ok &= (space.album == 0) | ~taken.albums[space.album]
     return ok
 
 
@@ -184,7 +190,7 @@ def radio(space: Space, seed: str, n: int = 30, max_per_artist: int | None = Non
     s = space.row(seed)
     to_seed = space.distances_to(space.vectors[s])
     sim_seed = space.similarity(to_seed)
-    taken = _Taken([], set(), Counter(), set())
+    taken = _Taken(space)
     taken.add(space, s)
     out = [space.entry(s, 1.0)]
     prev = s
@@ -215,7 +221,8 @@ def path(space: Space, start: str, end: str, n: int = 12, min_similarity: float 
     a, b = space.row(start), space.row(end)
     if space.dup_key[a] == space.dup_key[b]:
         raise PlaylistError(f"'{start}' and '{end}' are the same song")
-    taken = _Taken([], {space.dup_key[b]}, Counter(), set())
+    taken = _Taken(space)
+    taken.keys[space.dup_key[b]] = True  # the end comes last, and only there
     taken.add(space, a)
     out, prev = [space.entry(a, 1.0)], a
     va, vb = space.vectors[a], space.vectors[b]
