@@ -208,6 +208,17 @@ class ServeParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    engine: str = "local"        # local (this machine, no Ray) | ray (Ray Data over a cluster)
+    address: str = "auto"        # ray: the cluster to join (auto: the one `ray start` runs here) | host:port
+    workers: int = 2             # processes (local) or actors (ray) doing per-song work at once
+    cpus_per_worker: float = 1.0  # ray: CPUs each actor reserves (its torch threads)
+    gpus_per_worker: float = 0.0  # ray: GPUs each actor reserves (> 0: the networks run on a GPU)
+    batch_size: int = 8          # songs per task handed to a worker
+    cache_dir: str = "data/cache"  # per-song results, keyed by content and settings (README "Scale")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     model: str = "model3"
@@ -223,6 +234,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     index: IndexParams = field(default_factory=IndexParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    compute: ComputeParams = field(default_factory=ComputeParams)
 
     @property
     def model_params(self) -> ModelParams:
@@ -246,6 +258,7 @@ SAMPLERS = ("pk", "triplets")
 SPLIT_METHODS = ("partition", "hash")
 PRETRAINED = ("MSD_musicnn", "MTT_musicnn")
 FREEZE = ("none", "frontend", "backbone")
+ENGINES = ("local", "ray")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -379,6 +392,9 @@ def validate(params: Params) -> Params:
             raise ConfigError(f"models.{name}.lr_factor must be >= 0, got {mp.lr_factor}")
     if not params.serve.max_upload_mb > 0 or params.serve.neighbours < 1:
         raise ConfigError("serve.max_upload_mb must be positive and serve.neighbours at least 1")
+    if params.compute.engine not in ENGINES:
+        raise ConfigError(f"compute.engine '{params.compute.engine}' is unknown; choose one of: "
+                          f"{', '.join(ENGINES)}")
     params.model_params  # noqa: B018 - raises for an unconfigured model
     _check_ranges(params)
     return params
@@ -442,6 +458,10 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "index.approximate_above": (1, None, True, True),
     "index.hnsw_m": (2, None, True, True),
     "index.hnsw_ef_search": (1, None, True, True),
+    "compute.workers": (1, None, True, True),
+    "compute.cpus_per_worker": (0, None, False, True),
+    "compute.gpus_per_worker": (0, None, True, True),
+    "compute.batch_size": (1, None, True, True),
 }
 _PROBABILITIES = ("pitch_shift", "time_stretch", "resample", "noise", "random_mask", "time_mask",
                   "freq_mask")
