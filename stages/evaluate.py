@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from songspace import config, embed, errors, evaluate, features, groundtruth, ingest, models
-from songspace.models import musicnn
+from songspace import config, embed, errors, evaluate, features, groundtruth, ingest, library_features, models
 
 
 def main() -> None:
@@ -24,21 +23,22 @@ def main() -> None:
     params = config.load(args.params)
 
     model, meta = embed.load_checkpoint(args.model)
-    spectra = features.load_spectra(args.features, models.input_frontend(meta["model_params"]), params.features)
-    have = set(spectra.track_ids)
+    ckpt = library_features.trunk_checkpoint(meta["model_params"])
+    halves = params.data.labels == "none"  # no labels: judged on the test tracks' halves
+    if ckpt is not None:
+        # the frozen trunk's stored outputs (halves included): the trunk never runs again here
+        catalog = library_features.load_trunk(args.features, ckpt)
+    else:
+        catalog = features.load_spectra(args.features, models.input_frontend(meta["model_params"]), params.features)
+    have = set(catalog.track_ids)
     tracks = ingest.read_tracks(args.tracks, required=("track_id", "label")).set_index("track_id")
     splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
     train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
     test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in have]
-    halves = params.data.labels == "none"  # no labels: judged on the test tracks' halves
-    whole_test = test_ids
-
-    def tracks_of(spectra: features.Spectra) -> features.Spectra:
-        return groundtruth.halves.with_halves(spectra, whole_test) if halves else spectra
-
     if halves:
-        test_ids = [h for t in whole_test for h in groundtruth.halves.half_ids(t)]
-        spectra = tracks_of(spectra)
+        test_ids = [h for t in test_ids for h in groundtruth.halves.half_ids(t)]
+        if ckpt is None:
+            catalog = groundtruth.halves.with_halves(catalog, [groundtruth.halves.whole_id(t) for t in test_ids[::2]])
         print("no labels: the test tracks' halves are the tracks to judge (a track's other half is its match)")
     q = groundtruth.read_quartets(f"{args.groundtruth}/test_quartets.csv")
     usable = q[["song1", "song2", "song3"]].isin(set(test_ids)).all(axis=1)
@@ -50,35 +50,25 @@ def main() -> None:
     quartets = np.vectorize(pos.get)(songs).astype(np.int64) if len(q) else np.zeros((0, 3), np.int64)
     odd = np.argmax(songs == q["odd"].to_numpy()[:, None], axis=1)
 
-    segments, index = spectra.segments(train_ids + test_ids)
+    segments, index = catalog.segments(train_ids + test_ids)
     print(f"embedding {len(train_ids)} training and {len(test_ids)} test tracks ({len(index)} segments) "
           f"with {meta['model_name']}")
     # The same network, untrained: what the architecture gives before any learning.
     torch.manual_seed(params.seed + 1)
     random_net = embed.build(meta["model_params"], meta["feature_params"],
                              float(model.mean), float(model.std)).eval()
-    known = {}
-    if model.trunk_frozen:
-        # one pass through the fixed trunk serves the model, its untrained head and, when the trunk
-        # is a pretrained baseline's network, that baseline (its first 200 outputs)
-        trunk = embed.embed_segments(embed.Trunk(model), segments, batch_size=64, progress=True)
-        emb, random_emb = (embed.apply_head(net, trunk) for net in (model, random_net))
-        known[meta["model_params"].pretrained] = trunk[:, :musicnn.PENULTIMATE_UNITS]
+    if ckpt is not None:
+        emb, random_emb = (embed.apply_head(net, segments) for net in (model, random_net))
     else:
         emb = embed.embed_segments(model, segments, progress=True)
         random_emb = embed.embed_segments(random_net, segments)
     model_train, model_test = (embed.track_means(emb, index, ids) for ids in (train_ids, test_ids))
     baselines = {"random_weights": tuple(embed.track_means(random_emb, index, ids)
                                          for ids in (train_ids, test_ids))}
-    db_segments, db_index = tracks_of(features.load_spectra(args.features, "db", params.features)).segments(
-        train_ids + test_ids)
-    code = {t: i for i, t in enumerate(pd.unique(db_index["track_id"]))}
-    seg_track = db_index["track_id"].map(code).to_numpy()
-    baselines.update(evaluate.handcrafted_baselines(
-        db_segments[:], seg_track, [code[t] for t in train_ids], [code[t] for t in test_ids]))
-    baselines.update(evaluate.pretrained_baselines(
-        tracks_of(features.load_spectra(args.features, "musicnn", params.features)), train_ids, test_ids,
-        known=known))
+    stored, names = library_features.load_baselines(args.features)
+    row = {t: i for i, t in enumerate(names)}
+    for name, vectors in stored.items():
+        baselines[name] = tuple(vectors[[row[t] for t in ids]] for ids in (train_ids, test_ids))
     # the retrieval metrics' relevance: a label; without labels, a half's match is its other half
     test_labels = (np.array([groundtruth.halves.whole_id(t) for t in test_ids]) if halves
                    else tracks.loc[test_ids, "label"].to_numpy())

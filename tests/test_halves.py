@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from songspace import features, groundtruth as gt, train
+from songspace import library_features, features, groundtruth as gt, train
 from songspace.groundtruth import halves
 from songspace.ingest import UNLABELLED
 from tests.test_groundtruth import make_tracks
@@ -82,12 +82,12 @@ def test_the_evaluate_stage_judges_halves_without_labels(tmp_path):
 
     from tests.tiny import TINY_PARAMS
 
-    raw = {**TINY_PARAMS, "data": {"labels": "none"}, "evaluate": {"bootstrap": 50}}
+    raw = {**TINY_PARAMS, "data": {"labels": "none"}, "evaluate": {"bootstrap": 50},
+           "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1}}
     params, paths = make_project(tmp_path, tracks_per_label=6, **{k: v for k, v in raw.items() if k != "seed"})
     tracks = pd.read_csv(paths["tracks"], dtype=str).assign(label=UNLABELLED, group="")
-    musicnn, _ = features.extract_library(tracks.assign(duration_s=1.5), params.features, "musicnn", workers=1,
-                                          progress=False)
-    features.save(paths["features"], musicnn)
+    skipped = library_features.build(tracks, params, paths["features"], progress=False)
+    assert skipped.empty
     g = gt.build(tracks, 3, 0.3, 0.3, 30, 20, 0, halves=True)
     gt.write(g, paths["groundtruth"], tmp_path / "reports")
     data = train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], paths["views"],

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import augment, embed, evaluate, features, groundtruth, ingest, losses, models
+from . import augment, embed, evaluate, features, groundtruth, ingest, library_features, losses, models
 from . import checkpoint
 from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
@@ -36,7 +36,7 @@ from .config import AugmentParams, FeatureParams, Params
 class TrainData:
     """Everything the loop needs, in memory or memory-mapped."""
 
-    spectra: features.Spectra            # whole-track log-mels of every track (the model's front end)
+    spectra: features.Spectra | None     # whole-track log-mels of every track (the model's front end)
     views: np.ndarray                    # (n_views, n_mels, frames) cached augmented views
     view_rows: list[np.ndarray]          # per training track: its rows of `views`
     train_tracks: list[str]
@@ -51,6 +51,9 @@ class TrainData:
     trunk_cache: embed.TrunkCache | None = None
     # no labels (`data.labels: none`): each training track is its own label, validation is on halves
     self_supervised: bool = False
+    # a frozen trunk's stored outputs of every segment (the features stage's trunk file), when the
+    # model trains on them; then `spectra` is None
+    trunks: library_features.TrunkRows | None = None
 
     @property
     def input_stats(self) -> tuple[float, float]:
@@ -72,6 +75,8 @@ def cache_trunk(model: embed.Embedder, data: TrainData, params: Params, device,
     when `train.cached_segments` is off, the model has no frozen trunk, or spectrogram augmentation
     / cached views are on (their inputs differ at every draw: crops are used then)."""
     n, aug = params.train.cached_segments, params.augment
+    if data.trunks is not None:
+        return stored_trunk_cache(data, n)
     if n is None or not model.trunk_frozen:
         return None
     if aug.view_p > 0 or any(getattr(aug, name).p > 0 for name in augment.SPECTROGRAM_AUGMENTATIONS):
@@ -82,28 +87,53 @@ def cache_trunk(model: embed.Embedder, data: TrainData, params: Params, device,
     return embed.cache_trunk(model, data.spectra, data.train_tracks, data.val_tracks, n, device, verbose)
 
 
+def stored_trunk_cache(data: TrainData, n: int | None) -> embed.TrunkCache:
+    """The trunk cache from the stored trunk outputs: up to `n` of each training track's segments
+    (evenly spread over its stored ones; all when None) and every segment of the validation tracks."""
+    assert data.trunks is not None
+    rows, picked, start = [], [], 0
+    for t in data.train_tracks:
+        r = data.trunks.rows(t)
+        if n is not None and len(r) > n:
+            r = r[np.round(np.linspace(0, len(r) - 1, n)).astype(np.int64)]
+        picked.append(r)
+        rows.append(np.arange(start, start + len(r)))
+        start += len(r)
+    train = np.asarray(data.trunks.array[np.concatenate(picked)], np.float32)
+    val, val_index = data.trunks.segments(data.val_tracks)
+    return embed.TrunkCache(torch.from_numpy(train), rows, torch.from_numpy(val), val_index)
+
+
 def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv: str | Path,
               views_dir: str | Path | None = None, frontend: str = "db",
-              feature_params: FeatureParams | None = None, self_supervised: bool = False) -> TrainData:
+              feature_params: FeatureParams | None = None, self_supervised: bool = False,
+              trunk: str | None = None) -> TrainData:
     """Read the features, cached augmented views and ground truth written by earlier stages.
 
     `frontend` names the log-mel the model reads; `feature_params` sets the validation tracks'
     segments (the stored settings when None). `self_supervised` (no labels): every training
     track is a label of its own (its segments are each other's positives) and the validation
-    quartets name track halves (`groundtruth.halves`).
+    quartets name track halves (`groundtruth.halves`). `trunk` names the checkpoint whose stored
+    trunk outputs the model trains on (`library_features.trains_on_trunk`): they are read instead
+    of log-mels.
     """
-    spectra = features.load_spectra(features_dir, frontend, feature_params)
     gt = Path(groundtruth_dir)
     splits = groundtruth.read_splits(gt / "splits.csv")
-    if self_supervised:
+    trunks, spectra = None, None
+    if trunk is not None:
+        trunks = catalog = library_features.load_trunk(features_dir, trunk)  # halves included
+    else:
+        spectra = catalog = features.load_spectra(features_dir, frontend, feature_params)
+    if self_supervised and spectra is not None:
         val_whole = [t for t in splits.loc[splits["split"] == "val", "track_id"] if t in spectra]
-        spectra = groundtruth.halves.with_halves(spectra, val_whole)
+        spectra = catalog = groundtruth.halves.with_halves(spectra, val_whole)
     tracks = ingest.read_tracks(tracks_csv, required=("track_id", "label"))
     label_of = dict(zip(tracks["track_id"], tracks["label"]))
 
-    train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in spectra]
+    train_tracks = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in catalog]
     pos = {t: i for i, t in enumerate(train_tracks)}
-    views, vindex = np.zeros((0, spectra.fe.n_mels, spectra.fe.segment_frames), np.float32), None
+    shape = (0, spectra.fe.n_mels, spectra.fe.segment_frames) if spectra is not None else (0, 1, 1)
+    views, vindex = np.zeros(shape, np.float32), None
     if views_dir is not None:
         views, vindex = features.load_views(views_dir)
     vrows = features.rows_by_track(vindex) if vindex is not None and len(vindex) else {}
@@ -119,7 +149,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     vq_file = gt / "val_quartets.csv"
     if vq_file.exists():
         vq = groundtruth.read_quartets(vq_file)
-        usable = vq[["song1", "song2", "song3"]].map(lambda t: t in spectra).all(axis=1)
+        usable = vq[["song1", "song2", "song3"]].map(lambda t: t in catalog).all(axis=1)
         dropped_val = int((~usable).sum())
         vq = vq[usable]
         val_tracks = sorted(set(vq[["song1", "song2", "song3"]].to_numpy().ravel()))
@@ -137,7 +167,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
                      train_labels=labels, triplets=triplets, val_tracks=val_tracks,
                      val_quartets=val_q, val_odd=val_odd,
                      dropped={"train_triplets": int((~keep).sum()), "val_quartets": dropped_val},
-                     self_supervised=self_supervised)
+                     self_supervised=self_supervised, trunks=trunks)
 
 
 def _rng(seed: int, epoch: int, item: int) -> np.random.Generator:
@@ -232,7 +262,8 @@ def run_identity(params: Params, data: TrainData) -> str:
     h.update(json.dumps([data.train_tracks, data.val_tracks]).encode())
     for arr in (data.triplets, data.train_labels, data.val_quartets, data.val_odd):
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(np.ascontiguousarray(data.spectra.array).tobytes())
+    stored = data.spectra.array if data.spectra is not None else data.trunks.array
+    h.update(np.ascontiguousarray(stored).tobytes())
     h.update(np.ascontiguousarray(data.views).tobytes())
     return h.hexdigest()[:16]
 

@@ -28,24 +28,31 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
     the tracks splits_csv marks `train`. Tracks without segments (skipped as undecodable by
     the features stage) are not indexed. device: cpu, cuda or auto (cuda when available).
     """
-    from songspace import embed, features, models
+    from songspace import embed, features, library_features, models
 
     device = str(embed.select_device(device))
 
     ip = params.index
     distance, scaler, chosen = resolve_cell(ip.distance, ip.scaler, eval_json)
     model, meta = embed.load_checkpoint(model_path, device=device)
-    spectra = features.load_spectra(features_dir, models.input_frontend(meta["model_params"]), params.features)
+    ckpt = library_features.trunk_checkpoint(meta["model_params"])
+    if ckpt is not None:   # the frozen trunk's stored outputs: only the head runs here
+        catalog = library_features.load_trunk(features_dir, ckpt)
+    else:
+        catalog = features.load_spectra(features_dir, models.input_frontend(meta["model_params"]), params.features)
     tracks = ingest.read_tracks(tracks_csv, required=("track_id", "path"))
-    have = set(spectra.track_ids)
+    have = set(catalog.track_ids)
     tracks = tracks[tracks["track_id"].isin(have)].reset_index(drop=True)
     if tracks.empty:
         raise LibraryError(f"{features_dir}: no segments for any track of {tracks_csv}")
     tracks["sha1"] = _sha1_column(tracks)
-    segments, seg_index = spectra.segments(list(tracks["track_id"]))
+    ids = list(tracks["track_id"])
+    segments, seg_index = catalog.segments(ids)
     t0 = time.perf_counter()
-    emb = embed.embed_tracks(model, segments, seg_index, list(tracks["track_id"]),
-                             device=device, progress=progress)
+    if ckpt is not None:
+        emb = embed.track_means(embed.apply_head(model, segments, device=device), seg_index, ids)
+    else:
+        emb = embed.embed_tracks(model, segments, seg_index, ids, device=device, progress=progress)
     embed_s = time.perf_counter() - t0
     train = set()
     if splits_csv is not None and Path(splits_csv).exists():

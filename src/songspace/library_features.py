@@ -1,0 +1,242 @@
+"""The `features` stage's outputs, assembled from the per-song store (`persong`, `songstore`).
+
+Per song the store holds what `persong.Plan` asks for; this module computes what is missing on
+the configured engine (`compute`), then writes, in the track table's order:
+
+- `trunk-<checkpoint>.npy` `(segments, 392)` float32 + `trunk-<checkpoint>.csv` (row, track_id,
+  segment, offset_s): the frozen trunk's outputs of every segment, for a model whose backbone is
+  frozen (train, evaluate and the index read these, never the network's trunk again);
+- `baselines.npz` (`logmel_stats`, `mfcc_stats`, `musicnn_msd`, `musicnn_mtt`: one row per track)
+  + `baselines.csv` (track_id): the baselines' per-track vectors;
+- `<frontend>.npy` / `.csv` / `.params.json` (`features.save`): whole-track log-mels, only for
+  a model that trains on crops (its backbone not frozen);
+- `skipped.csv`: tracks that could not be decoded; `store.json`: the bytes each song takes.
+
+With `data.labels: none` the trunk and baseline files also hold each track's halves
+(`groundtruth.halves.half_ids`). The outputs depend on the inputs alone: a run that computes
+everything and a run that finds everything in the store write the same bytes.
+"""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from songspace import compute, features, models, persong
+from songspace.config import ModelParams, Params
+from songspace.groundtruth import halves as halves_mod
+from songspace.models import musicnn
+
+BASELINE_FILE, BASELINE_TABLE = "baselines.npz", "baselines.csv"
+PRETRAINED_BASELINES = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+
+
+def trunk_checkpoint(params: Params | ModelParams) -> str | None:
+    """The checkpoint whose frozen trunk a model reads (None: the model has no frozen trunk);
+    `params`: the whole params (the selected model) or one model's."""
+    mp = params.model_params if isinstance(params, Params) else params
+    return mp.pretrained if mp.arch == "musicnn" and mp.freeze == "backbone" else None
+
+
+def trains_on_trunk(params: Params) -> bool:
+    """Whether training reads stored trunk outputs rather than crops (`train.cache_trunk`)."""
+    from songspace import augment
+
+    aug = params.augment
+    crops = aug.view_p > 0 or any(getattr(aug, n).p > 0 for n in augment.SPECTROGRAM_AUGMENTATIONS)
+    return trunk_checkpoint(params) is not None and params.train.cached_segments is not None and not crops
+
+
+def plan(params: Params) -> persong.Plan:
+    """What every song needs under `params`."""
+    logmels = () if trains_on_trunk(params) else (models.input_frontend(params.model_params),)
+    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, params.data.labels == "none")
+
+
+def song_key(tracks: pd.DataFrame) -> pd.Series:
+    """The store key of each track: the hash of its audio (`audio_key`), else of its file (`sha1`,
+    hashed here where the table has none)."""
+    from songspace import filecheck
+
+    def column(name: str) -> pd.Series:
+        values = tracks[name] if name in tracks else pd.Series([""] * len(tracks), index=tracks.index)
+        return values.fillna("").astype(str)
+
+    key = column("audio_key").where(lambda k: k != "", column("sha1"))
+    missing = key == ""
+    key[missing] = [filecheck.sha1_of(p) for p in tracks.loc[missing, "path"].astype(str)]
+    return key
+
+
+def fill_store(tracks: pd.DataFrame, params: Params, progress: bool = True) -> dict[str, str]:
+    """Compute every product a track lacks; returns {key: reason} of songs that failed."""
+    the_plan = plan(params)
+    products = the_plan.products(params.compute.cache_dir)
+    keys = song_key(tracks)
+    items, seen = [], set()
+    for key, path in zip(keys, tracks["path"].astype(str)):
+        need = [n for n, p in products.items() if not p.has(key)]
+        if need and key not in seen:
+            items.append({"key": key, "path": path, "need": need})
+            seen.add(key)
+    if progress:
+        print(f"per-song store {params.compute.cache_dir}: {len(set(keys)) - len(items)} songs found, "
+              f"{len(items)} to compute ({params.compute.engine} engine)")
+    failed = {}
+    worker = partial(persong.SongWorker, the_plan)
+    for res in compute.map_songs(worker, items, params.compute, "per-song features", progress):
+        if res["error"] is not None:
+            failed[res["key"]] = res["error"]
+            continue
+        for name, arrays in res["arrays"].items():
+            products[name].save(res["key"], arrays)
+    return failed
+
+
+def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
+    """Fill the store, then write the stage's files under `out_dir`; returns the skipped tracks
+    (track_id, path, reason)."""
+    failed = fill_store(tracks, params, progress)
+    the_plan = plan(params)
+    products = the_plan.products(params.compute.cache_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = song_key(tracks)
+    ok = ~keys.isin(set(failed))
+    skipped = pd.DataFrame({"track_id": tracks["track_id"][~ok], "path": tracks["path"][~ok],
+                            "reason": keys[~ok].map(failed)}, columns=["track_id", "path", "reason"])
+    kept = tracks[ok].reset_index(drop=True)
+    kkeys = keys[ok].tolist()
+    ids = kept["track_id"].astype(str).tolist()
+    for fe in the_plan.logmels:
+        _write_logmels(out, fe, params, products[f"logmel-{fe}"], ids, kkeys)
+    ckpt = trunk_checkpoint(params)
+    if ckpt is not None:
+        _write_trunk(out, ckpt, the_plan, products, ids, kkeys)
+    _write_baselines(out, the_plan, products, ids, kkeys)
+    skipped.to_csv(out / "skipped.csv", index=False)
+    per_song = {name: p.bytes(kkeys) / max(1, len(set(kkeys))) for name, p in products.items()}
+    (out / "store.json").write_text(json.dumps(
+        {"songs": len(set(kkeys)), "store_bytes_per_song": {k: round(v) for k, v in per_song.items()},
+         "output_bytes_per_song": round(sum(f.stat().st_size for f in out.glob("*.np*")) / max(1, len(kkeys)))},
+        indent=1) + "\n")
+    return skipped
+
+
+def _write_logmels(out: Path, fe_name: str, params: Params, product, ids: list[str], keys: list[str]) -> None:
+    arrays = [product.load(k)["array"] for k in keys]
+    table = pd.DataFrame({"track_id": ids, "frames": [len(a) for a in arrays]})
+    table.insert(1, "start", np.concatenate([[0], np.cumsum(table["frames"])[:-1]]).astype(np.int64))
+    fe = features.frontend(fe_name, params.features)
+    array = np.concatenate(arrays) if arrays else np.zeros((0, fe.n_mels), features.STORE_DTYPE)
+    features.save(out, features.Spectra(array, table, fe, params.features))
+
+
+def _parts(the_plan: persong.Plan, track_id: str):
+    """(product suffix, array suffix, the id of the part) for a track's whole and halves."""
+    yield "", "", track_id
+    if the_plan.halves:
+        for key, pid in zip(("1", "2"), halves_mod.half_ids(track_id)):
+            yield "-halves", key, pid
+
+
+def _write_trunk(out: Path, ckpt: str, the_plan, products, ids: list[str], keys: list[str]) -> None:
+    rows, index = [], []
+    for track_id, key in zip(ids, keys):
+        entries = {part: products[f"trunk{part}-{ckpt}"].load(key) for part in the_plan.parts}
+        for part, akey, pid in _parts(the_plan, track_id):
+            r, offs = entries[part][f"rows{akey}"], entries[part][f"offsets{akey}"]
+            rows.append(r)
+            index += [(pid, s, float(o)) for s, o in enumerate(offs)]
+    write_trunk(out, ckpt, np.concatenate(rows) if rows else np.zeros((0, persong_dim()), np.float32),
+                pd.DataFrame(index, columns=["track_id", "segment", "offset_s"]))
+
+
+def persong_dim() -> int:
+    return musicnn.PENULTIMATE_UNITS + 2 * musicnn.N_MELS
+
+
+def _write_baselines(out: Path, the_plan, products, ids: list[str], keys: list[str]) -> None:
+    cols: dict[str, list] = {"logmel_stats": [], "mfcc_stats": [], **{n: [] for n in PRETRAINED_BASELINES}}
+    names = []
+    for track_id, key in zip(ids, keys):
+        hand = {part: products[f"handcrafted{part}"].load(key) for part in the_plan.parts}
+        nets = {(part, c): products[f"trunk{part}-{c}"].load(key)
+                for part in the_plan.parts for c in PRETRAINED_BASELINES.values()}
+        for part, akey, pid in _parts(the_plan, track_id):
+            names.append(pid)
+            cols["logmel_stats"].append(hand[part][f"logmel_stats{akey}"])
+            cols["mfcc_stats"].append(hand[part][f"mfcc_stats{akey}"])
+            for name, ckpt in PRETRAINED_BASELINES.items():
+                pen = nets[(part, ckpt)][f"rows{akey}"][:, : musicnn.PENULTIMATE_UNITS]
+                cols[name].append(pen.mean(axis=0, dtype=np.float32))
+    np.savez(out / BASELINE_FILE, **{k: np.stack(v) if v else np.zeros((0, 1)) for k, v in cols.items()})
+    pd.DataFrame({"track_id": names}).to_csv(out / BASELINE_TABLE, index=False)
+
+
+# ---------------------------------------------------------------- readers and writers
+
+
+class TrunkRows:
+    """A frozen trunk's outputs for every segment of the library: `array (segments, dim)` +
+    `index` (row, track_id, segment, offset_s), in track order."""
+
+    def __init__(self, array: np.ndarray, index: pd.DataFrame, checkpoint: str):
+        self.array, self.index, self.checkpoint = array, index.reset_index(drop=True), checkpoint
+        self._rows = features.rows_by_track(self.index)
+
+    def __contains__(self, track_id: str) -> bool:
+        return track_id in self._rows
+
+    @property
+    def track_ids(self) -> list[str]:
+        return list(self._rows)
+
+    def rows(self, track_id: str) -> np.ndarray:
+        return self._rows[track_id]
+
+    def segments(self, track_ids: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+        """The rows of `track_ids` `(n, dim)` and their index (row renumbered from 0)."""
+        wanted = np.concatenate([self._rows[t] for t in track_ids]) if track_ids else np.zeros(0, np.int64)
+        index = self.index.iloc[wanted].copy()
+        index["row"] = np.arange(len(wanted))
+        return np.asarray(self.array[wanted], np.float32), index.reset_index(drop=True)
+
+
+def write_trunk(out: Path, checkpoint: str, array: np.ndarray, index: pd.DataFrame) -> None:
+    index = index.copy()
+    index.insert(0, "row", np.arange(len(index)))
+    np.save(out / f"trunk-{checkpoint}.npy", array.astype(np.float32, copy=False))
+    index.to_csv(out / f"trunk-{checkpoint}.csv", index=False)
+
+
+def has_trunk(features_dir: str | Path, checkpoint: str) -> bool:
+    return (Path(features_dir) / f"trunk-{checkpoint}.npy").is_file()
+
+
+def load_trunk(features_dir: str | Path, checkpoint: str) -> TrunkRows:
+    out = Path(features_dir)
+    npy, csv = out / f"trunk-{checkpoint}.npy", out / f"trunk-{checkpoint}.csv"
+    for f in (npy, csv):
+        if not f.exists():
+            raise features.FeatureError(f"{f}: no such feature file (run `dvc repro features`)")
+    array = np.load(npy, mmap_mode="r")
+    index = pd.read_csv(csv, dtype={"track_id": str})
+    if len(index) != len(array):
+        raise features.FeatureError(f"{csv} lists {len(index)} segments but {npy} holds {len(array)}")
+    return TrunkRows(array, index, checkpoint)
+
+
+def load_baselines(features_dir: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The baselines' per-track vectors {name: (tracks, dim)} and the track ids of their rows."""
+    out = Path(features_dir)
+    npz, csv = out / BASELINE_FILE, out / BASELINE_TABLE
+    for f in (npz, csv):
+        if not f.exists():
+            raise features.FeatureError(f"{f}: no such feature file (run `dvc repro features`)")
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, pd.read_csv(csv, dtype={"track_id": str})["track_id"].tolist()

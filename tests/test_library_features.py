@@ -1,0 +1,157 @@
+"""The features stage's per-song work: done once per song, keyed by content and settings, and
+the same bytes whether it was computed now, earlier, or in other processes."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from songspace import config, embed, features, filecheck, library_features, persong
+from songspace.groundtruth import halves
+from songspace.models import musicnn
+from tests.conftest import write_tone
+
+PARAMS = {
+    "model": "frozen",
+    "models": {"frozen": {"arch": "musicnn", "pretrained": "MSD_musicnn", "freeze": "backbone",
+                          "band_stats": True, "batch_size": 8}},
+    "features": {"n_mels": 16, "n_fft": 256, "hop_length": 128, "segment_seconds": 0.5,
+                 "segment_hop_seconds": 1.0, "max_segments": 3},
+    "train": {"cached_segments": 3},
+    # no spectrogram augmentation: the head trains on the stored trunk outputs
+    "augment": {"view_p": 0.0, "noise": {"p": 0.0}, "random_mask": {"p": 0.0}, "time_mask": {"p": 0.0},
+                "freq_mask": {"p": 0.0}},
+}
+
+
+def _params(tmp_path: Path, **over) -> config.Params:
+    raw = {**PARAMS, "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1}}
+    for key, value in over.items():
+        section, name = key.split(".")
+        raw[section] = {**raw.get(section, {}), name: value}
+    return config.from_dict(raw)
+
+
+def _tracks(tmp_path: Path, n: int = 3) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        path = write_tone(tmp_path / "audio" / f"t{i}.wav", freqs=(220.0 * (i + 1), 330.0), seconds=4.0, seed=i)
+        rows.append({"track_id": f"t{i}", "path": str(path), "sha1": filecheck.sha1_of(path)})
+    return pd.DataFrame(rows)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha1(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+
+
+def _no_work(monkeypatch):
+    def refuse(self, plan):
+        raise AssertionError("a song was computed again")
+    monkeypatch.setattr(persong.SongWorker, "__init__", refuse)
+
+
+def test_reusing_everything_and_computing_everything_write_the_same_bytes(tmp_path, monkeypatch):
+    params, tracks = _params(tmp_path), _tracks(tmp_path)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    first = _digests(tmp_path / "a")
+    assert {"trunk-MSD_musicnn.npy", "trunk-MSD_musicnn.csv", "baselines.npz", "baselines.csv"} <= set(first)
+    assert not any(name.startswith(("db.", "musicnn.")) for name in first)  # no whole log-mels kept
+    with monkeypatch.context() as m:
+        _no_work(m)
+        library_features.build(tracks, params, tmp_path / "b", progress=False)
+    assert _digests(tmp_path / "b") == first
+    shutil.rmtree(tmp_path / "cache")
+    two = _params(tmp_path, **{"compute.workers": 2, "compute.batch_size": 1})
+    library_features.build(tracks, two, tmp_path / "c", progress=False)  # two worker processes
+    assert _digests(tmp_path / "c") == first
+
+
+def test_a_moved_renamed_song_is_not_computed_again(tmp_path, monkeypatch):
+    params, tracks = _params(tmp_path), _tracks(tmp_path)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    moved = tmp_path / "elsewhere" / "renamed.wav"
+    moved.parent.mkdir()
+    shutil.move(tracks.loc[0, "path"], moved)
+    tracks.loc[0, ["track_id", "path"]] = ["renamed", str(moved)]
+    _no_work(monkeypatch)
+    library_features.build(tracks, params, tmp_path / "b", progress=False)
+    rows = library_features.load_trunk(tmp_path / "b", "MSD_musicnn")
+    assert "renamed" in rows and "t0" not in rows
+
+
+def test_a_setting_recomputes_only_the_products_it_shapes(tmp_path):
+    params, tracks = _params(tmp_path), _tracks(tmp_path)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    keys = library_features.song_key(tracks)
+    before = library_features.plan(params).products(params.compute.cache_dir)
+    more_bands = _params(tmp_path, **{"features.n_mels": 24})   # the db front end only
+    after = library_features.plan(more_bands).products(params.compute.cache_dir)
+    assert after["handcrafted"].missing(keys) == list(keys)
+    for ckpt in musicnn.CHECKPOINTS:
+        assert after[f"trunk-{ckpt}"].dir == before[f"trunk-{ckpt}"].dir
+        assert after[f"trunk-{ckpt}"].missing(keys) == []
+    fewer = _params(tmp_path, **{"features.max_segments": 2})  # the segments: every product
+    assert library_features.plan(fewer).products(params.compute.cache_dir)["trunk-MSD_musicnn"].missing(keys)
+
+
+def test_the_stored_trunk_is_the_models_own_trunk(tmp_path):
+    params, tracks = _params(tmp_path), _tracks(tmp_path, 2)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    rows = library_features.load_trunk(tmp_path / "a", "MSD_musicnn")
+    spectra, _ = features.extract_library(tracks, params.features, "musicnn", workers=1, progress=False)
+    windows, index = spectra.segments()
+    model = embed.build(params.model_params, params.features).eval()
+    with torch.no_grad():
+        expected = embed.embed_segments(embed.Trunk(model), windows)
+    got, got_index = rows.segments(list(tracks["track_id"]))
+    assert list(got_index["track_id"]) == list(index["track_id"])
+    assert np.allclose(got_index["offset_s"], index["offset_s"], atol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    stored, names = library_features.load_baselines(tmp_path / "a")
+    assert names == ["t0", "t1"] and stored["musicnn_msd"].shape == (2, musicnn.PENULTIMATE_UNITS)
+    np.testing.assert_allclose(stored["musicnn_msd"][0], expected[index["track_id"] == "t0", :200].mean(0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_halves_and_a_silent_song(tmp_path):
+    params, tracks = _params(tmp_path, **{"data.labels": "none"}), _tracks(tmp_path, 2)
+    silent = tmp_path / "audio" / "silent.wav"
+    import soundfile as sf
+    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
+    tracks = pd.concat([tracks, pd.DataFrame([{"track_id": "silent", "path": str(silent),
+                                               "sha1": filecheck.sha1_of(silent)}])], ignore_index=True)
+    skipped = library_features.build(tracks, params, tmp_path / "a", progress=False)
+    assert list(skipped["track_id"]) == ["silent"] and "silent" in skipped["reason"].iloc[0]
+    rows = library_features.load_trunk(tmp_path / "a", "MSD_musicnn")
+    for t in ("t0", "t1"):
+        assert t in rows and all(h in rows for h in halves.half_ids(t))
+    _, names = library_features.load_baselines(tmp_path / "a")
+    assert names == ["t0", *halves.half_ids("t0"), "t1", *halves.half_ids("t1")]
+
+
+def test_a_crop_trained_model_keeps_its_whole_log_mels(tmp_path):
+    params = config.from_dict(
+        {**PARAMS, "model": "small", "models": {"small": {"arch": "cnn", "channels": [4], "fc": [8]}},
+         "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1}})
+    tracks = _tracks(tmp_path, 2)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    spectra = features.load_spectra(tmp_path / "a", "db")
+    expected, _ = features.extract_library(tracks, params.features, "db", workers=1, progress=False)
+    assert np.array_equal(np.asarray(spectra.array), expected.array)
+    assert not (tmp_path / "a" / "trunk-MSD_musicnn.npy").exists()
+
+
+def test_an_unreadable_store_entry_is_named(tmp_path):
+    params, tracks = _params(tmp_path), _tracks(tmp_path, 1)
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    product = library_features.plan(params).products(params.compute.cache_dir)["handcrafted"]
+    key = library_features.song_key(tracks)[0]
+    product.path(key).write_bytes(b"not a zip")
+    from songspace.songstore import StoreError
+    with pytest.raises(StoreError, match="delete it to recompute"):
+        product.load(key)
