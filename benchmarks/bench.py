@@ -19,6 +19,7 @@ Run from the project root. A stage-times file has lines `stage seconds`, e.g. fr
 | training, AMP | step under fp16 autocast (CUDA) | the same model in fp32 | none |
 | queries | faiss exact / HNSW | numpy brute force | none |
 | musicnn, 1 core | `musicnn.logmel` + pretrained forward pass | librosa's log-mel (as the original) + the same forward | none |
+| scaling | ingest + features + index embedding per song on 1x, 4x, 16x a base library; then +1% songs | | per song flat within 20%; +1% <= 5% of the full run |
 | pipeline | per-stage wall times of `dvc repro`, read from a file | | |
 
 The harness (items, timing, printing) is `benchmarks/harness.py`; each group has its module:
@@ -46,7 +47,7 @@ from benchmarks.training import REFERENCE_MODEL, bench_training
 from songspace import config, errors
 from songspace.config import Params
 
-ITEMS = ("extraction", "grid", "training", "musicnn", "queries", "pipeline")
+ITEMS = ("extraction", "grid", "training", "musicnn", "queries", "scaling", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,15 @@ class Sizes:
     brute_timed: int = 50
     query_threads: int | None = None  # faiss OpenMP and numpy BLAS threads; None: all cores
     musicnn_seconds: float = 30.0     # audio per musicnn embedding run (10 windows of 3 s)
+    scaling_songs: int = 16           # the scaling item's base library (1x); 4x and 16x of it
+    scaling_seconds: float = 20.0     # length of each of its songs
 
 
 FULL = Sizes()
 QUICK = Sizes(n_clips=4, n_songs=1, song_seconds=180.0, formats=("wav", "ogg"), parallel_files=16,
               n_quartets=1000, loop_quartets=100, train_models=(REFERENCE_MODEL, "model1"),
-              train_steps=2, n_synthetic=10_000, n_queries=50, brute_timed=20, musicnn_seconds=9.0)
+              train_steps=2, n_synthetic=10_000, n_queries=50, brute_timed=20, musicnn_seconds=9.0,
+              scaling_songs=4, scaling_seconds=8.0)
 
 
 
@@ -124,6 +128,11 @@ def run(items: Iterable[str], sizes: Sizes, params: Params, repeats: int = 3, st
         result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
+    if "scaling" in items:
+        from benchmarks.scaling import bench_scaling
+
+        result["items"] += bench_scaling(params, sizes.scaling_songs, sizes.scaling_seconds,
+                                         workers=sizes.workers)
     if "pipeline" in items:
         if stage_times is not None:
             result["pipeline"] = read_stage_times(stage_times, root / "dvc.yaml")
