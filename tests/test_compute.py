@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from songspace import compute, compute_ray
@@ -127,3 +128,26 @@ def test_ray_fails_a_batch_whose_worker_dies_every_time(cluster, monkeypatch):
     monkeypatch.setattr(compute_ray, "TASK_RETRIES", 0)  # fail at the first death, not the 4th
     with pytest.raises(RuntimeError, match=r"died on each of 1 tries at one batch"):
         run(AlwaysDies, songs(4), engine="ray", workers=1)
+
+
+def test_the_features_stage_on_ray_writes_what_the_local_engine_writes(cluster, tmp_path):
+    """The real per-song work (decode, log-mels, both pretrained trunks) on a 2-actor cluster."""
+    import hashlib
+
+    from songspace import config, filecheck, library_features
+    from tests.conftest import write_tone
+    from tests.test_library_features import PARAMS
+
+    rows = []
+    for i in range(3):
+        path = write_tone(tmp_path / "audio" / f"t{i}.wav", freqs=(220.0 * (i + 1),), seconds=4.0, seed=i)
+        rows.append({"track_id": f"t{i}", "path": str(path), "sha1": filecheck.sha1_of(path)})
+    tracks = pd.DataFrame(rows)
+    outputs = {}
+    for engine in ("local", "ray"):
+        params = config.from_dict({**PARAMS, "compute": {"engine": engine, "workers": 2, "batch_size": 1,
+                                                         "cache_dir": str(tmp_path / f"cache-{engine}")}})
+        library_features.build(tracks, params, tmp_path / engine, progress=False)
+        outputs[engine] = {f.name: hashlib.sha1(f.read_bytes()).hexdigest()
+                           for f in sorted((tmp_path / engine).iterdir())}
+    assert outputs["ray"] == outputs["local"]

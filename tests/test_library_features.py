@@ -50,7 +50,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _no_work(monkeypatch):
-    def refuse(self, plan):
+    def refuse(self, plan, device="cpu"):
         raise AssertionError("a song was computed again")
     monkeypatch.setattr(persong.SongWorker, "__init__", refuse)
 

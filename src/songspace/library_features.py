@@ -86,7 +86,10 @@ def fill_store(tracks: pd.DataFrame, params: Params, progress: bool = True) -> d
         print(f"per-song store {params.compute.cache_dir}: {len(set(keys)) - len(items)} songs found, "
               f"{len(items)} to compute ({params.compute.engine} engine)")
     failed = {}
-    worker = partial(persong.SongWorker, the_plan)
+    # GPU actors (compute.gpus_per_worker > 0, ray) run the networks there: the same outputs to
+    # float rounding, not bit for bit; CPU workers give the same bytes on every engine
+    device = "cuda" if params.compute.engine == "ray" and params.compute.gpus_per_worker > 0 else "cpu"
+    worker = partial(persong.SongWorker, the_plan, device)
     for res in compute.map_songs(worker, items, params.compute, "per-song features", progress):
         if res["error"] is not None:
             failed[res["key"]] = res["error"]

@@ -84,9 +84,9 @@ class SongWorker:
     """Computes the missing products of songs (`compute.map_songs`'s worker): built once per
     process, it loads each pretrained network once."""
 
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self.nets = {c: musicnn.load_pretrained(c, n_tags=None).eval() for c in plan.networks}
+    def __init__(self, plan: Plan, device: str = "cpu"):
+        self.plan, self.device = plan, torch.device(device)
+        self.nets = {c: musicnn.load_pretrained(c, n_tags=None).eval().to(self.device) for c in plan.networks}
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         return [self.one(item) for item in batch]
@@ -135,12 +135,12 @@ class SongWorker:
     def _trunk(self, ckpt: str, segs: np.ndarray) -> np.ndarray:
         """`(segments, 96, frames)` -> `(segments, 392)`: the penultimate layer, then each band's
         mean and std over the segment's frames (`musicnn.MusicnnEmbedding.trunk` with band_stats)."""
-        x = torch.from_numpy(segs).unsqueeze(1)
+        x = torch.from_numpy(segs).unsqueeze(1).to(self.device)
         with torch.no_grad():
             pen = self.nets[ckpt].penultimate(x)
             bands = x.flatten(1, -2)
             rows = torch.cat([pen, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
-        return rows.numpy().astype(np.float32, copy=False)
+        return rows.cpu().numpy().astype(np.float32, copy=False)
 
 
 def _handcrafted(segs: np.ndarray, key: str) -> dict[str, np.ndarray]:
