@@ -3,6 +3,7 @@
     python stages/ingest.py --corpus data/corpus/tracks.csv --out data/library --reports data/reports
 
 Writes <out>/tracks.csv and <out>/aliases.csv, <reports>/skipped.csv and <reports>/ingest.json.
+What the checks find is kept in compute.cache_dir, so a re-run decodes only new audio.
 """
 from __future__ import annotations
 

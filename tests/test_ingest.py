@@ -313,6 +313,7 @@ def _load_stage(name: str):
 def test_ingest_stage_writes_table_and_reports(lib_root, tmp_path, capsys):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(source="folder", audio_dir=str(lib_root))
+    raw["compute"]["cache_dir"] = str(tmp_path / "cache")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     corpus = tmp_path / "corpus.csv"
     corpus.write_text("track_id,path,label,source,duration_s\n")

@@ -36,7 +36,8 @@ def library(tmp_path_factory) -> Path:
 
 def run(root: Path, **data) -> ingest.Ingested:
     params = config.from_dict({"models": {"m": {"arch": "cnn"}}, "model": "m",
-                               "data": {"source": "folder", "audio_dir": str(root), **data}})
+                               "data": {"source": "folder", "audio_dir": str(root), **data},
+                               "compute": {"cache_dir": str(root.parent / "cache")}})
     return ingest.ingest(params, "unused.csv", workers=1, progress=False)
 
 

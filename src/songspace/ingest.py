@@ -6,8 +6,11 @@ does not grow with a file's length). Files that cannot be used are not an error:
 listed with a reason code (`REASONS`) and a sentence, and the run goes on. Byte-identical
 files are kept once; the other paths become aliases of the kept track.
 
-Each file is checked by `filecheck.check_file`. This module is the one reader and writer of
-tracks.csv (`read_tracks`, `write_tracks`).
+Each song is decoded once: `checkstore.check_all` keeps what the checks found in
+`compute.cache_dir`, and a later run opens no file whose path, size and mtime are unchanged
+(stat alone) and decodes no audio it has seen under another path or other tags (hashed, then
+found by its audio key). This module is the one reader and writer of tracks.csv
+(`read_tracks`, `write_tracks`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from songspace import checkstore
 from songspace.audio import AUDIO_EXTENSIONS, BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
 from songspace.config import Params
 from songspace.errors import UserError
@@ -30,8 +34,9 @@ from songspace.filecheck import FileCheck, check_file, check_files, sha1_of  # n
 REQUIRED_COLUMNS = (
     "track_id", "path", "label", "group", "duration_s", "sample_rate", "channels", "sha1",
 )
-TRACK_COLUMNS = (*REQUIRED_COLUMNS, *TAG_COLUMNS)   # a table without tags reads with them empty
-TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1", *TAG_COLUMNS)  # text, never numbers
+# a table without tags reads with them empty, one without audio keys with its sha1 as the key
+TRACK_COLUMNS = (*REQUIRED_COLUMNS, "audio_key", *TAG_COLUMNS)
+TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1", "audio_key", *TAG_COLUMNS)  # text, never numbers
 SKIPPED_COLUMNS = ("path", "reason", "detail")
 ALIAS_COLUMNS = ("path", "track_id")
 # Why a file was left out, most basic first.
@@ -304,6 +309,8 @@ class Ingested:
     skipped: pd.DataFrame  # SKIPPED_COLUMNS
     aliases: pd.DataFrame  # ALIAS_COLUMNS: duplicate paths -> the track kept
     report: dict
+    reuse: checkstore.Reuse | None = None  # what earlier runs had checked (not in the report:
+                                           # a re-run on the same library writes the same bytes)
 
 
 def _from_tags(found: Found, cand: Candidate, chk: FileCheck) -> Candidate:
@@ -356,7 +363,7 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
         kept_by_hash[chk.sha1] = cand
         rows.append((cand.track_id, cand.path, cand.label, cand.group,
                      round(chk.duration_s, 3), chk.sample_rate, chk.channels, chk.sha1,
-                     *(chk.tags or ("",) * len(TAG_COLUMNS))))
+                     chk.audio_key or chk.sha1, *(chk.tags or ("",) * len(TAG_COLUMNS))))
     tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values(
         "track_id", kind="stable").reset_index(drop=True)
     skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).sort_values(
@@ -397,7 +404,8 @@ def resolve_param_path(value: str, audio_dir: str | None, what: str) -> Path:
 
 def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
            progress: bool = True) -> Ingested:
-    """The track table for params.data: check every file, drop what cannot be used.
+    """The track table for params.data: check every file, drop what cannot be used. What the
+    checks find is kept in params.compute.cache_dir and reused (`checkstore`).
 
     Raises IngestError when the library cannot be read (no folder, no audio files, a bad
     labels CSV); `problems` tells whether what is left is usable.
@@ -415,8 +423,10 @@ def ingest(params: Params, corpus_csv: str | Path, workers: int = 2,
     if data.labels == NO_LABELS:  # self-supervised: every file is kept, none has a label
         found.label_tag = None
         found.candidates = [replace(c, label=UNLABELLED) for c in found.candidates]
-    checks = check_files([c.path for c in found.candidates], data.min_seconds, workers, progress)
+    checks, reuse = checkstore.check_all([c.path for c in found.candidates], data.min_seconds,
+                                         params.compute.cache_dir, workers, progress)
     lib = assemble(found, checks, data.source)
+    lib.reuse = reuse
     lib.report["min_seconds"] = data.min_seconds
     lib.report["labels_from"] = data.labels
     return lib
@@ -470,6 +480,9 @@ def summary(lib: Ingested) -> str:
         f"{r['decoded']} decoded, {r['tracks']} track(s) kept, "
         f"{_hms(r['total_duration_s'])} of audio",
     ]
+    if lib.reuse is not None:
+        lines.append(f"  checks: {lib.reuse.summary()}")
+        lines += [f"  note: {n}" for n in lib.reuse.notes]
     if r["files_ignored"]:
         lines.append("  ignored: " + ", ".join(f"{n} {k} file(s)" for k, n in
                                                sorted(r["files_ignored"].items()) if n))
@@ -508,8 +521,9 @@ def write_tracks(tracks: pd.DataFrame, path: str | Path) -> Path:
 
 def read_tracks(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """Read a tracks.csv written by `write_tracks`: ids, paths, labels, groups, hashes and tags
-    as text (empty cells as ""; tag columns a table lacks are added empty), facts as numbers.
-    IngestError names the file when it is missing or lacks one of the `required` columns."""
+    as text (empty cells as ""; tag columns a table lacks are added empty, and an older table's
+    missing audio_key is its sha1), facts as numbers. IngestError names the file when it is
+    missing or lacks one of the `required` columns."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: no track table; run the `ingest` stage first")
@@ -520,6 +534,8 @@ def read_tracks(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) 
     for column in TAG_COLUMNS:
         if column not in table.columns:
             table[column] = ""
+    if "audio_key" not in table.columns and "sha1" in table.columns:
+        table.insert(table.columns.get_loc("sha1") + 1, "audio_key", table["sha1"])
     return table
 
 
