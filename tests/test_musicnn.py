@@ -248,3 +248,20 @@ def test_bad_musicnn_settings_are_errors():
     raw["models"]["musicnn_mtt"] = {"arch": "musicnn", "pretrained": "MSD_vgg"}
     with pytest.raises(config.ConfigError, match="MSD_musicnn"):
         config.from_dict(raw)
+
+
+def test_pooling_before_the_batch_norm_in_eval_mode_is_the_same_function():
+    """In eval mode a frequency-pooled block pools first, then ReLU and batch norm (they are
+    monotone per filter); with negative batch-norm scales too, it equals the plain order."""
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    block = musicnn._FrequencyPooledConv(6, (3, 5), (1, 1)).eval()
+    with torch.no_grad():
+        block.bn.weight.copy_(torch.tensor([1.5, -0.7, 0.2, -2.0, 0.9, 1e-3]))
+        block.bn.bias.normal_()
+        block.bn.running_mean.normal_()
+        block.bn.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(4, 1, 20, 12)
+        plain = block.bn(F.relu(block.conv(F.pad(x, (0, 0, 1, 1))))).amax(dim=3)
+        torch.testing.assert_close(block(x), plain, rtol=1e-6, atol=1e-6)

@@ -111,8 +111,20 @@ class _FrequencyPooledConv(nn.Module):
         self.bn = _batch_norm(2, filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(F.relu(self.conv(F.pad(x, (0, 0, *self.time_pad)))))
-        return x.amax(dim=3)
+        x = self.conv(F.pad(x, (0, 0, *self.time_pad)))
+        if self.bn.training:
+            return self.bn(F.relu(x)).amax(dim=3)
+        # In eval mode the batch norm is a fixed affine map per filter, and it and the ReLU are
+        # monotone: both commute with the max over frequency (a filter whose scale is negative
+        # takes the min instead), so they run on the pooled `(b, filters, frames)` alone, not on
+        # every band. The same function, a third less time (README "Performance").
+        bn = self.bn
+        pooled = x.amax(dim=3)
+        falling = bn.weight < 0
+        if falling.is_meta or bool(falling.any()):
+            pooled = torch.where(falling[None, :, None], x.amin(dim=3), pooled)
+        return F.batch_norm(F.relu(pooled), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                            False, 0.0, bn.eps)
 
 
 def _same(kernel: int) -> tuple[int, int]:
