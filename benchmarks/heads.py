@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from songspace import config, embed, evaluate, features, groundtruth, ingest, losses, models, train
+from songspace import config, embed, evaluate, features, groundtruth, ingest, library_features, losses, models, train
 from songspace.config import FeatureParams
 from songspace.groundtruth.labels import draw_pairs_with_odd
 from songspace.models import musicnn
@@ -97,16 +97,24 @@ def main() -> None:
     splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
     tracks = ingest.read_tracks(args.tracks, required=("track_id", "label"))
     label_of = dict(zip(tracks["track_id"], tracks["label"]))
-    spectra = features.load_spectra(args.features, "musicnn",
-                                    dataclasses.replace(params.features, max_segments=args.segments))
-    ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in spectra]
-    labels = np.unique([label_of[t] for t in ids], return_inverse=True)[1].ravel()
-    windows, index = spectra.segments(ids)
     t0 = time.perf_counter()
-    trunk = embed.embed_segments(embed.Trunk(embed.build(mp, FeatureParams())), windows, batch_size=64,
-                                 progress=True)
+    if library_features.has_trunk(args.features, mp.pretrained):
+        # the features stage's stored trunk outputs (its max_segments per track): nothing to compute
+        stored = library_features.load_trunk(args.features, mp.pretrained)
+        ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in stored]
+        trunk, index = stored.segments(ids)
+        source = f"{args.features}/trunk-{mp.pretrained}.npy"
+    else:
+        spectra = features.load_spectra(args.features, "musicnn",
+                                        dataclasses.replace(params.features, max_segments=args.segments))
+        ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in spectra]
+        windows, index = spectra.segments(ids)
+        trunk = embed.embed_segments(embed.Trunk(embed.build(mp, FeatureParams())), windows, batch_size=64,
+                                     progress=True)
+        source = "computed"
+    labels = np.unique([label_of[t] for t in ids], return_inverse=True)[1].ravel()
     print(f"trunk outputs of {len(index)} segments of {len(ids)} non-test tracks "
-          f"({len(np.unique(labels))} labels) in {time.perf_counter() - t0:.0f} s")
+          f"({len(np.unique(labels))} labels; {source}) in {time.perf_counter() - t0:.0f} s")
     by_track = features.rows_by_track(index)
     rows = [by_track[t] for t in ids]
     x = torch.from_numpy(trunk)

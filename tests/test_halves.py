@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from songspace import library_features, features, groundtruth as gt, train
+from songspace import features, groundtruth as gt, library_features, train
 from songspace.groundtruth import halves
 from songspace.ingest import UNLABELLED
 from tests.test_groundtruth import make_tracks
