@@ -49,11 +49,14 @@ run: check
 	$(VENV)/bin/dvc repro
 	$(PY) -m songspace report
 
+# two processes (pytest-xdist), a test file per process at a time: the suite is mostly real
+# decoding, training and `dvc repro` subprocesses, each on one core
+TEST_FLAGS ?= -n 2 --dist loadfile
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_FLAGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(TEST_FLAGS) -m "not slow"
 
 bench: setup
 	# benchmarks/ (beside the package); metrics/stage_times.txt: per-stage wall times of a

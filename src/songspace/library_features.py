@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from songspace import compute, features, models, persong
 from songspace.config import ModelParams, Params
@@ -114,12 +115,15 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     kept = tracks[ok].reset_index(drop=True)
     kkeys = keys[ok].tolist()
     ids = kept["track_id"].astype(str).tolist()
+    def songs(what: str):
+        return tqdm(list(zip(ids, kkeys)), desc=f"reading the store: {what}", unit="song", disable=not progress)
+
     for fe in the_plan.logmels:
-        _write_logmels(out, fe, params, products[f"logmel-{fe}"], ids, kkeys)
+        _write_logmels(out, fe, params, products[f"logmel-{fe}"], songs(f"{fe} log-mels"))
     ckpt = trunk_checkpoint(params)
     if ckpt is not None:
-        _write_trunk(out, ckpt, the_plan, products, ids, kkeys)
-    _write_baselines(out, the_plan, products, ids, kkeys)
+        _write_trunk(out, ckpt, the_plan, products, songs("trunk outputs"))
+    _write_baselines(out, the_plan, products, songs("baselines"))
     skipped.to_csv(out / "skipped.csv", index=False)
     per_song = {name: p.bytes(kkeys) / max(1, len(set(kkeys))) for name, p in products.items()}
     (out / "store.json").write_text(json.dumps(
@@ -129,8 +133,11 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     return skipped
 
 
-def _write_logmels(out: Path, fe_name: str, params: Params, product, ids: list[str], keys: list[str]) -> None:
-    arrays = [product.load(k)["array"] for k in keys]
+def _write_logmels(out: Path, fe_name: str, params: Params, product, songs) -> None:
+    ids, arrays = [], []
+    for track_id, key in songs:
+        ids.append(track_id)
+        arrays.append(product.load(key)["array"])
     table = pd.DataFrame({"track_id": ids, "frames": [len(a) for a in arrays]})
     table.insert(1, "start", np.concatenate([[0], np.cumsum(table["frames"])[:-1]]).astype(np.int64))
     fe = features.frontend(fe_name, params.features)
@@ -146,9 +153,9 @@ def _parts(the_plan: persong.Plan, track_id: str):
             yield "-halves", key, pid
 
 
-def _write_trunk(out: Path, ckpt: str, the_plan, products, ids: list[str], keys: list[str]) -> None:
+def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
     rows, index = [], []
-    for track_id, key in zip(ids, keys):
+    for track_id, key in songs:
         entries = {part: products[f"trunk{part}-{ckpt}"].load(key) for part in the_plan.parts}
         for part, akey, pid in _parts(the_plan, track_id):
             r, offs = entries[part][f"rows{akey}"], entries[part][f"offsets{akey}"]
@@ -162,10 +169,10 @@ def persong_dim() -> int:
     return musicnn.PENULTIMATE_UNITS + 2 * musicnn.N_MELS
 
 
-def _write_baselines(out: Path, the_plan, products, ids: list[str], keys: list[str]) -> None:
+def _write_baselines(out: Path, the_plan, products, songs) -> None:
     cols: dict[str, list] = {"logmel_stats": [], "mfcc_stats": [], **{n: [] for n in PRETRAINED_BASELINES}}
     names = []
-    for track_id, key in zip(ids, keys):
+    for track_id, key in songs:
         hand = {part: products[f"handcrafted{part}"].load(key) for part in the_plan.parts}
         nets = {(part, c): products[f"trunk{part}-{c}"].load(key)
                 for part in the_plan.parts for c in PRETRAINED_BASELINES.values()}
