@@ -23,3 +23,14 @@ def tone_file(tmp_path):
     def make(name="tone.wav", **kw):
         return write_tone(tmp_path / name, **kw)
     return make
+
+
+# The longest test files first: `make test` hands whole files to two processes in this order,
+# so the real `dvc repro` runs start at once instead of last.
+LONGEST_FIRST = ("test_pipeline.py", "test_pipeline_tags.py", "test_manifest.py", "test_ddp.py",
+                 "test_compute.py", "test_train.py", "test_halves.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
