@@ -1,5 +1,12 @@
 """Shared fixtures: tiny real audio written to disk."""
+import os
 from pathlib import Path
+
+# Under `make test` two test processes share the cores: one thread each for torch and the BLAS
+# pools, here and in the stages they start (more only contend).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import numpy as np
 import pytest
