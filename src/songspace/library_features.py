@@ -115,6 +115,7 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     kept = tracks[ok].reset_index(drop=True)
     kkeys = keys[ok].tolist()
     ids = kept["track_id"].astype(str).tolist()
+
     def songs(what: str):
         return tqdm(list(zip(ids, kkeys)), desc=f"reading the store: {what}", unit="song", disable=not progress)
 
