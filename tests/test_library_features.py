@@ -155,3 +155,13 @@ def test_an_unreadable_store_entry_is_named(tmp_path):
     from songspace.songstore import StoreError
     with pytest.raises(StoreError, match="delete it to recompute"):
         product.load(key)
+
+
+def test_a_song_too_short_for_the_network_is_skipped_with_its_reason(tmp_path):
+    params, tracks = _params(tmp_path), _tracks(tmp_path, 1)
+    short = write_tone(tmp_path / "audio" / "blip.wav", seconds=0.01)
+    tracks = pd.concat([tracks, pd.DataFrame([{"track_id": "blip", "path": str(short),
+                                               "sha1": filecheck.sha1_of(short)}])], ignore_index=True)
+    skipped = library_features.build(tracks, params, tmp_path / "a", progress=False)
+    assert list(skipped["track_id"]) == ["blip"] and "samples" in skipped["reason"].iloc[0]
+    assert library_features.load_trunk(tmp_path / "a", "MSD_musicnn").track_ids == ["t0"]

@@ -72,11 +72,11 @@ def song_key(tracks: pd.DataFrame) -> pd.Series:
     return key
 
 
-def fill_store(tracks: pd.DataFrame, params: Params, progress: bool = True) -> dict[str, str]:
-    """Compute every product a track lacks; returns {key: reason} of songs that failed."""
+def fill_store(tracks: pd.DataFrame, keys: pd.Series, params: Params, progress: bool = True) -> dict[str, str]:
+    """Compute every product a track lacks (`keys`: `song_key(tracks)`); returns {key: reason}
+    of songs that failed."""
     the_plan = plan(params)
     products = the_plan.products(params.compute.cache_dir)
-    keys = song_key(tracks)
     items, seen = [], set()
     for key, path in zip(keys, tracks["path"].astype(str)):
         need = [n for n, p in products.items() if not p.has(key)]
@@ -103,12 +103,12 @@ def fill_store(tracks: pd.DataFrame, params: Params, progress: bool = True) -> d
 def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
     """Fill the store, then write the stage's files under `out_dir`; returns the skipped tracks
     (track_id, path, reason)."""
-    failed = fill_store(tracks, params, progress)
+    keys = song_key(tracks)
+    failed = fill_store(tracks, keys, params, progress)
     the_plan = plan(params)
-    products = the_plan.products(params.compute.cache_dir)
+    products = the_plan.products(params.compute.cache_dir)  # file digests: computed once per process
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = song_key(tracks)
     ok = ~keys.isin(set(failed))
     skipped = pd.DataFrame({"track_id": tracks["track_id"][~ok], "path": tracks["path"][~ok],
                             "reason": keys[~ok].map(failed)}, columns=["track_id", "path", "reason"])

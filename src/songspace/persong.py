@@ -97,6 +97,8 @@ class SongWorker:
             return {"key": item["key"], "arrays": self._compute(item["path"], set(item["need"])), "error": None}
         except audio.AudioError as err:
             return {"key": item["key"], "arrays": {}, "error": err.reason}
+        except musicnn.ModelError as err:  # e.g. audio too short for the network's front end
+            return {"key": item["key"], "arrays": {}, "error": str(err)}
 
     def _spectrogram(self, path: str, fe: features.Frontend, waves: dict) -> np.ndarray:
         if fe.sample_rate not in waves:
