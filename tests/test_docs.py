@@ -2,10 +2,11 @@
 
 Every fenced snippet is checked by its info string: `yaml` (a params.yaml fragment, merged onto
 params.yaml and passed through `songspace check`), `sh` and `console` (each command: `songspace
-...` parsed by the CLI's own parser, `dvc ...` by DVC's, with its stages in dvc.yaml and its
-`-S` overrides through `songspace check`, `make` targets in the Makefile, scripts and their flags,
-the explorer's routes), `python` (compiles; the names it takes from songspace exist). `text` and
-`csv` are output and data examples, not checked. The README stays a short page that links every
+...` parsed by the CLI's own parser and its options listed by its `--help`, `dvc ...` parsed by
+DVC's, with its stages in dvc.yaml and its `-S` overrides through `songspace check`, `make`
+targets in the Makefile, scripts and their options, the explorer's routes and parameters),
+`python` (compiles; the names it takes from songspace exist). `text` and `csv` are output and
+data examples, not checked. The README stays a short page that links every
 docs page, and its code-layout table names every module of src/songspace.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fenced(page: Path) -> list[Snippet]:
         while i < len(lines) and lines[i].strip() != "```":
             body.append(lines[i][indent:])
             i += 1
-        assert i < len(lines), f"{page.name}: the fence opened on line {len(lines) - len(body)} is never closed"
+        assert i < len(lines), f"{page.name}: a fence is never closed"
         found.append(Snippet(page, i - len(body), info, "\n".join(body)))
         i += 1
     return found
@@ -96,7 +97,8 @@ def params_raw() -> dict:
 def merged(base: dict, fragment: dict) -> dict:
     out = dict(base)
     for key, value in fragment.items():
-        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = merged(base[key], value) if nested else value
     return out
 
 
@@ -123,9 +125,15 @@ def parse_with(parser, argv: list[str], what: str):
 
 
 def check_songspace(argv: list[str], what: str, tmp_path: Path) -> None:
+    """The command parses as written, and its `--help` lists each option given."""
     from songspace import cli
 
     parse_with(cli.build_parser(), argv, what)
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), pytest.raises(SystemExit):
+        cli.build_parser().parse_args([argv[0], "--help"])
+    for option in (a.split("=")[0] for a in argv[1:] if a.startswith("-")):
+        assert option in shown.getvalue(), f"{what}: `songspace {argv[0]} --help` does not list {option}"
 
 
 def check_dvc(argv: list[str], what: str, tmp_path: Path) -> None:
@@ -310,7 +318,7 @@ def test_default_model_is_the_one_params_yaml_names():
     params = config.load(ROOT / "params.yaml")
     for page in PAGES:
         for named in re.findall(r"`model: (\w+)`", page.read_text(encoding="utf-8")):
-            assert named == params.model, f"{page.relative_to(ROOT)} says `model: {named}`; params.yaml: {params.model}"
+            assert named == params.model, f"{page.relative_to(ROOT)}: `model: {named}`; params.yaml: {params.model}"
     listing = next(s for s in SNIPPETS if s.info == "text" and "* = params.yaml's model" in s.text)
     rows = [line.split() for line in listing.text.splitlines()[2:]]
     assert [r[1] for r in rows if r[0] == "*"] == [params.model], f"{listing}: * marks another model"
