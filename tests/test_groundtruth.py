@@ -171,6 +171,35 @@ def test_build_from_labels_keeps_each_product_on_its_side():
     assert "test" in gt.summary(g) and "jig" in gt.summary(g)
 
 
+def test_an_open_set_split_puts_whole_labels_on_the_test_side():
+    labels10 = {f"game{i}": 8 + i for i in range(10)}
+    tracks = make_tracks(labels10, groups_of=2)
+    g = gt.build(tracks, 42, 0.3, 0.15, n_test=300, n_val=100, n_train=500, open_set_labels=0.3)
+    label_of = dict(zip(tracks["track_id"], tracks["label"]))
+    side = dict(zip(g.splits["track_id"], g.splits["split"]))
+    test_labels = sorted({label_of[t] for t, s in side.items() if s == "test"})
+    # a plain loop over the labels: the 3 of 10 with the lowest seeded hash hold every test track
+    by_hash = sorted(labels10, key=lambda lab: gt.split_position(42, f"label\x00{lab}"))
+    assert test_labels == sorted(by_hash[:3]) == g.report["split"]["test_labels"]
+    for t, lab in label_of.items():
+        assert (side[t] == "test") == (lab in test_labels)
+    seen = {label_of[t] for t in g.train_triplets.to_numpy().ravel()}
+    assert seen and not seen & set(test_labels)
+    assert {label_of[t] for t in g.test_quartets.to_numpy().ravel()} <= set(test_labels)
+    assert {label_of[t] for t in g.val_quartets.to_numpy().ravel()} <= seen
+    assert g.report["split"]["method"] == "open_set" and g.report["labels_under_two_in_test_or_train"] == []
+    assert not any("fewer than 2 tracks" in w for w in g.warnings)
+    again = gt.build(tracks, 42, 0.3, 0.15, n_test=300, n_val=100, n_train=500, open_set_labels=0.3)
+    assert again.splits.equals(g.splits) and again.test_quartets.equals(g.test_quartets)
+
+
+def test_an_open_set_split_needs_four_labels_and_keeps_two_on_each_side():
+    with pytest.raises(GroundTruthError, match="at least 4 labels"):
+        gt.build(make_tracks({"a": 5, "b": 5, "c": 5}), 42, 0.3, 0.15, 10, 10, 10, open_set_labels=0.3)
+    g = gt.build(make_tracks({k: 6 for k in "abcd"}), 42, 0.3, 0.15, 10, 10, 10, open_set_labels=0.9)
+    assert len(g.report["split"]["test_labels"]) == 2
+
+
 def test_too_few_tracks_for_a_test_quartet_is_an_error():
     tracks = make_tracks({"a": 2, "b": 1})
     with pytest.raises(GroundTruthError, match="no test quartet can be formed"):

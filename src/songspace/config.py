@@ -52,6 +52,8 @@ class SplitParams:
     test_fraction: float = 0.3
     val_fraction: float = 0.15
     method: str = "partition"
+    open_set: bool = False           # whole labels on the test side: test quartets of unseen labels only
+    open_set_labels: float = 0.3     # with open_set: the fraction of labels put on the test side
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,11 @@ def validate(params: Params) -> Params:
         raise ConfigError("split.test_fraction must lie between 0 and 1")
     if not 0 <= params.split.val_fraction < 1:
         raise ConfigError("split.val_fraction must lie in [0, 1)")
+    if not 0 < params.split.open_set_labels < 1:
+        raise ConfigError("split.open_set_labels must lie between 0 and 1")
+    if params.split.open_set and (params.data.quartets or params.data.labels == "none"):
+        raise ConfigError("split.open_set puts whole labels on the test side: it needs labels and "
+                          "no data.quartets (annotated quartets keep their own split)")
     for name, mp in params.models.items():
         if mp.pretrained not in PRETRAINED:
             raise ConfigError(f"models.{name}.pretrained '{mp.pretrained}' is unknown; choose one of: "

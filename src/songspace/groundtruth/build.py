@@ -13,7 +13,8 @@ from songspace.groundtruth.annotations import Annotations
 from songspace.groundtruth.files import GroundTruthError, QUARTET_COLUMNS, TRIPLET_COLUMNS, SPLITS, SPLIT_METHODS, STREAM_TEST, STREAM_TRAIN, STREAM_VAL, write_quartets, write_report, write_splits, write_triplets
 from songspace.groundtruth.halves import quartets as half_quartets
 from songspace.groundtruth.labels import derive_quartets, derive_triplets, possible_draws, quartet_triplets
-from songspace.groundtruth.splits import assign_splits, file_splits, label_split_counts, partition_splits, thin_labels
+from songspace.groundtruth.splits import (assign_splits, file_splits, label_split_counts, open_set_splits,
+                                         partition_splits, thin_labels)
 
 
 
@@ -48,13 +49,16 @@ def build(
     tracks: pd.DataFrame, seed: int, test_fraction: float, val_fraction: float,
     n_test: int, n_val: int, n_train: int, annotations: Annotations | None = None,
     split_method: str = "hash", min_val_quartets: int = 0, halves: bool = False,
+    open_set_labels: float | None = None,
 ) -> GroundTruth:
     """Splits, then quartets and triplets from labels, or from `annotations` when given, or
     with `halves` (no labels: `data.labels: none`) quartets of track halves and no triplets
     (training is self-supervised; see `groundtruth.halves`).
 
     Splits: the annotations' split column when they have one; else, with annotations and
-    split_method "partition", the partition that keeps the most quartets; else the hash split.
+    split_method "partition", the partition that keeps the most quartets; else, with
+    `open_set_labels` (labels only), whole labels on the test side (`open_set_splits`: test
+    quartets then come from labels training never sees); else the hash split.
     With annotations, fewer than `min_val_quartets` validation quartets are topped up with
     held-out training quartets (which then give no triplets).
     Raises GroundTruthError when no test quartet or no training triplet can be formed.
@@ -65,7 +69,12 @@ def build(
         raise GroundTruthError(f"split method '{split_method}' is unknown; choose one of: "
                                f"{', '.join(SPLIT_METHODS)}")
     splits = assign_splits(tracks, seed, test_fraction, val_fraction)
-    method, warns, hash_kept = "hash", [], None
+    method, warns, hash_kept, test_labels = "hash", [], None, None
+    if open_set_labels is not None:
+        if annotations is not None or halves:
+            raise GroundTruthError("split.open_set needs labels and no annotated quartets")
+        method = "open_set"
+        splits, test_labels = open_set_splits(tracks, seed, open_set_labels, val_fraction)
     if annotations is not None and annotations.has_split:
         method = "file"
         splits, straddling_groups = file_splits(tracks, annotations.quartets, splits)
@@ -79,7 +88,7 @@ def build(
         splits = partition_splits(tracks, annotations.quartets, splits, seed, test_fraction,
                                   val_fraction)
     counts = label_split_counts(tracks, splits)
-    thin = thin_labels(counts)
+    thin = thin_labels(counts, test_labels)
     sides = {s: tracks[splits["split"].to_numpy() == s] for s in SPLITS}
     report = {
         "seed": seed,
@@ -92,6 +101,8 @@ def build(
         "split": {"method": method, "requested_method": split_method,
                   "test_fraction": test_fraction, "val_fraction": val_fraction},
     }
+    if test_labels is not None:
+        report["split"].update(open_set_labels=open_set_labels, test_labels=test_labels)
     if thin and annotations is None and not halves:
         warns.append(
             f"{len(thin)} label(s) have fewer than 2 tracks in test or train "

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from songspace.ingest import UNLABELLED
-from songspace.groundtruth.files import SPLITS, STREAM_PARTITION
+from songspace.groundtruth.files import GroundTruthError, SPLITS, STREAM_PARTITION
 from songspace.groundtruth import partition
 
 
@@ -33,6 +33,29 @@ def assign_splits(
     rest = (u - test_fraction) / (1.0 - test_fraction)
     split = np.where(u < test_fraction, "test", np.where(rest < val_fraction, "val", "train"))
     return pd.DataFrame({"track_id": tracks["track_id"].to_numpy(), "split": split})
+
+
+def open_set_splits(tracks: pd.DataFrame, seed: int, label_fraction: float,
+                    val_fraction: float) -> tuple[pd.DataFrame, list[str]]:
+    """(track_id, split) with whole labels on the test side, and those test labels.
+
+    The labels are ordered by `split_position(seed, "label" + label)`; the first
+    `round(label_fraction * n_labels)` of them (at least 2, so that a test quartet can be formed;
+    at most n_labels - 2, so that training keeps two) put every track of theirs on the test side.
+    The other tracks (unlabelled ones included) go to val or train by their group's hash as
+    `assign_splits` does: validation measures unseen tracks of training labels.
+    """
+    labels = sorted({str(x) for x in tracks["label"]} - {UNLABELLED})
+    if len(labels) < 4:
+        raise GroundTruthError(f"split.open_set needs at least 4 labels (2 for test, 2 for training); "
+                               f"the library has {len(labels)}")
+    order = sorted(labels, key=lambda lab: split_position(seed, f"label\x00{lab}"))
+    n_test = min(max(2, int(round(label_fraction * len(labels)))), len(labels) - 2)
+    test_labels = sorted(order[:n_test])
+    rest = assign_splits(tracks, seed, 0.0, val_fraction)
+    test = tracks["label"].astype(str).isin(test_labels).to_numpy()
+    split = np.where(test, "test", rest["split"].to_numpy())
+    return pd.DataFrame({"track_id": tracks["track_id"].to_numpy(), "split": split}), test_labels
 
 
 def track_groups(tracks: pd.DataFrame) -> pd.Series:
@@ -104,9 +127,13 @@ def label_split_counts(tracks: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFra
     return counts.astype(int)
 
 
-def thin_labels(counts: pd.DataFrame) -> list[str]:
+def thin_labels(counts: pd.DataFrame, test_labels: list[str] | None = None) -> list[str]:
     """Labels with >= 2 tracks that got < 2 in test or < 2 in train: they cannot form a
-    positive pair on that side. Reported, not repaired: moving tracks would break stability."""
+    positive pair on that side. Reported, not repaired: moving tracks would break stability.
+    With `test_labels` (an open-set split) a label is checked on its own side only."""
     has_pairs = counts["total"] >= 2
     thin = has_pairs & ((counts["test"] < 2) | (counts["train"] < 2))
+    if test_labels is not None:
+        on_test = counts.index.astype(str).isin(test_labels)
+        thin = has_pairs & np.where(on_test, counts["test"] < 2, counts["train"] < 2)
     return [str(k) for k in counts.index[thin] if k != UNLABELLED]
