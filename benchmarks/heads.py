@@ -1,47 +1,94 @@
-"""Choosing the embedding head on validation data alone: K-fold cross-validation over a project's
-training and validation tracks (its test tracks are never read).
+"""Choosing the model by repeated, paired cross-validation on a project's non-test tracks (its test
+tracks are never read).
 
-    python benchmarks/heads.py                 # in a project after `dvc repro` (reads data/)
-    python benchmarks/heads.py --folds 5 --steps 2000 --seeds 0 1
+    python -m benchmarks.heads                          # in a project after `dvc repro` (reads data/)
+    python -m benchmarks.heads --folds 5 --repeats 3 --only defaults "MLP head, 256 hidden"
+    python -m benchmarks.heads --list                   # the candidates
 
-The frozen musicnn trunk (MSD weights: the 200-unit penultimate layer + each mel band's mean and
-std, `models.musicnn.MusicnnEmbedding.trunk`) is run once over up to `--segments` segments of every
-non-test track. The tracks are split into K folds stratified by label; for each fold, each head
-below trains on the other folds exactly as `train.fit` trains a frozen-trunk model (Adam, the
-triplet loss on every valid triplet of P x K batches, a cosine learning-rate schedule per epoch of
-100 steps) and is scored on quartets drawn from the held-out fold's labels (two tracks of one
-label, one of another), track = mean of its segments' embeddings, through the 9 x 3 grid. Printed
-per head: the accuracy of each cell averaged over the folds, for the best such cell and for cosine
-without a scaler (what training's validation reports), with the per-fold values.
+Every candidate is a set of params overrides (dotted keys, as `dvc exp run -S` takes them) on the
+project's params.yaml, trained by the pipeline's own loop (`train.fit`) on the stored frozen-trunk
+outputs of the features stage. Repeat r (seed r) splits the training and validation tracks into K
+folds stratified by label and draws quartets from each held-out fold (two tracks of one label, one
+of another); every candidate trains on the other folds with params seed r and is scored on the
+same quartets, so each (repeat, fold) unit gives a paired difference between two candidates.
+
+Printed per candidate: odd-one-out accuracy (cosine, no scaler: what training's validation
+reads; and the 9 x 3 grid's best cell, chosen per candidate on the means over units), and its
+paired difference from the reference candidate (`--reference`, default "defaults") with the
+interval of the corrected resampled t-test (Nadeau & Bengio 2003: the variance across the R x K
+units is inflated by n_test / n_train for the overlap of the training folds). A candidate beats
+the reference when that interval lies above 0.
+
+Training runs a fixed `train.epochs` (no validation inside a fold: the held-out fold is the score,
+and stopping on it would choose on it); the final weights are scored.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import copy
+import io
+import json
+import math
+import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
+import yaml
+from scipy import stats
 
-from songspace import config, embed, evaluate, features, groundtruth, ingest, library_features, losses, models, train
-from songspace.config import FeatureParams
+from songspace import config, embed, evaluate, groundtruth, ingest, library_features, train
 from songspace.groundtruth.labels import draw_pairs_with_odd
 from songspace.models import musicnn
 
-# name -> (head_hidden, band_stats, mining); None: the trunk's own outputs, untrained
-HEADS = {
-    "musicnn MSD penultimate, no training": None,
-    "mel-band mean/std of the segments, no training": "bands",
-    "linear head on the penultimate layer": (0, False, "none"),
-    "linear head on penultimate + band statistics": (0, True, "none"),
-    "the same, batch-hard mining": (0, True, "batch_hard"),
-    "MLP head (256 hidden) on penultimate + band statistics": (256, True, "none"),
+# name -> params overrides (dotted keys; `@key`: the selected model's own `models.<model>.key`) for
+# a trained head, or ("untrained", checkpoint(s) joined by "+", columns) for pretrained networks'
+# own stored outputs averaged per track. Two keys change how a track's embedding is made from the
+# trained heads rather than params: `~l2` (L2-normalise each segment's embedding before the
+# track's mean) and `~seeds` (the mean of the track embeddings of that many seeds' heads).
+CANDIDATES: dict[str, dict | tuple] = {
+    "untrained MSD penultimate": ("untrained", "MSD_musicnn", "penultimate"),
+    "untrained MTT penultimate": ("untrained", "MTT_musicnn", "penultimate"),
+    "untrained MSD + MTT penultimate": ("untrained", "MSD_musicnn+MTT_musicnn", "penultimate"),
+    "mel-band mean/std, untrained": ("untrained", "MSD_musicnn", "bands"),
+    "defaults": {},
+    "MTT trunk": {"model": "musicnn_mtt"},
+    "MLP head, 256 hidden": {"@head_hidden": 256},
+    "MLP head, 1024 hidden": {"@head_hidden": 1024},
+    "embedding 256": {"@embedding_dim": 256},
+    "embedding 64": {"@embedding_dim": 64},
+    "batch-hard mining": {"train.mining": "batch_hard"},
+    "semihard mining": {"train.mining": "semihard"},
+    "supervised contrastive": {"loss": "supcon"},
+    "margin 0.5": {"train.margin": 0.5},
+    "lr 3e-3": {"train.lr": 0.003},
+    "40 epochs": {"train.epochs": 40},
+    "8 cached segments": {"train.cached_segments": 8},
+    "L2-normalised segments": {"~l2": True},
+    "ensemble of 3 seeds": {"~seeds": 3},
+    "16 labels per batch": {"train.labels_per_batch": 16},
 }
-STEPS_PER_EPOCH = 100
 
 
-def folds_of(labels: np.ndarray, k: int, quartets: int, rng: np.random.Generator):
-    """K (train rows, held-out rows, quartets (q, 3) into held-out rows, odd (q,)) of a label array."""
+@dataclass(frozen=True)
+class Fold:
+    """One (repeat, fold) unit: training rows, held-out rows, quartets (q, 3) into the held-out
+    rows and the odd one's position (q,)."""
+
+    repeat: int
+    fold: int
+    rest: np.ndarray
+    held: np.ndarray
+    quartets: np.ndarray
+    odd: np.ndarray
+
+
+def folds_of(labels: np.ndarray, k: int, quartets: int, repeat: int) -> list[Fold]:
+    """K label-stratified folds of `labels` (one int per track) and `quartets` quartets per held-out
+    fold, all from the generator seeded by `repeat`."""
+    rng = np.random.default_rng(repeat)
     fold = np.zeros(len(labels), int)
     for c in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == c))
@@ -51,32 +98,152 @@ def folds_of(labels: np.ndarray, k: int, quartets: int, rng: np.random.Generator
         held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
         rows = draw_pairs_with_odd(labels[held], quartets, rng)      # (a, b, odd)
         order = rng.permuted(np.tile([0, 1, 2], (len(rows), 1)), axis=1)
-        out.append((rest, held, np.take_along_axis(rows, order, 1), np.argmax(order == 2, axis=1)))
+        out.append(Fold(repeat, f, rest, held, np.take_along_axis(rows, order, 1),
+                        np.argmax(order == 2, axis=1)))
     return out
 
 
-def train_head(head: torch.nn.Module, x: torch.Tensor, rows: list[np.ndarray], labels: np.ndarray,
-               tp: config.TrainParams, steps: int, mining: str, seed: int) -> torch.nn.Module:
-    """`head` trained on trunk outputs `x`: track i's segments are rows[i], its label labels[i]."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    loss_fn = losses.build("triplet", tp.margin, mining, from_labels=True)
-    opt = torch.optim.Adam(head.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    epochs = max(1, steps // STEPS_PER_EPOCH)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    k = tp.tracks_per_label
-    p = min(tp.labels_per_batch, len(np.unique(labels)))
-    head.train()
-    for _ in range(epochs):
-        order = train.pk_order(labels, p, k, STEPS_PER_EPOCH, rng).reshape(-1, p * k)
-        for batch in order:
-            pick = [rows[t][rng.integers(len(rows[t]))] for t in batch]
-            loss = loss_fn(head(x[pick]), torch.from_numpy(labels[batch]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    return head.eval()
+def corrected_interval(diffs: np.ndarray, test_over_train: float, confidence: float = 0.95
+                       ) -> tuple[float, float, float]:
+    """(mean, low, high) of paired differences over repeated K-fold units, with the corrected
+    resampled t-test's variance `(1/J + n_test/n_train) * s^2` (J units, t with J - 1 dof)."""
+    diffs = np.asarray(diffs, float)
+    j, mean = len(diffs), float(np.mean(diffs))
+    if j < 2:
+        return mean, math.nan, math.nan
+    se = math.sqrt((1 / j + test_over_train) * float(np.var(diffs, ddof=1)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, j - 1)) * se
+    return mean, mean - half, mean + half
+
+
+def with_overrides(raw: dict, overrides: dict) -> config.Params:
+    """The params of `raw` (params.yaml as loaded) with dotted-key overrides; `@key` names a key
+    of the selected model's own settings (`models.<model>.key`)."""
+    raw = copy.deepcopy(raw)
+    model = overrides.get("model", raw["model"])
+    for key, value in overrides.items():
+        if key.startswith("@"):
+            key = f"models.{model}.{key[1:]}"
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config.from_dict(raw)
+
+
+class Library:
+    """The non-test tracks' labels and the stored trunk outputs of each checkpoint."""
+
+    def __init__(self, features_dir: str, groundtruth_dir: str, tracks_csv: str, params: config.Params,
+                 workdir: Path):
+        self.features_dir, self.params, self.workdir = features_dir, params, workdir
+        splits = groundtruth.read_splits(f"{groundtruth_dir}/splits.csv")
+        tracks = self.tracks = ingest.read_tracks(tracks_csv, required=("track_id", "label"))
+        label_of = dict(zip(tracks["track_id"], tracks["label"]))
+        self._trunks: dict[str, library_features.TrunkRows] = {}
+        stored = self.trunk("MSD_musicnn")
+        self.ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in stored]
+        self.label_names = np.array([str(label_of[t]) for t in self.ids])
+        self.labels = np.unique(self.label_names, return_inverse=True)[1].ravel()
+
+    def trunk(self, checkpoint: str) -> library_features.TrunkRows:
+        if checkpoint in self._trunks:
+            return self._trunks[checkpoint]
+        if library_features.has_trunk(self.features_dir, checkpoint):
+            self._trunks[checkpoint] = library_features.load_trunk(self.features_dir, checkpoint)
+        else:  # a network the selected model does not read: its outputs from the per-song store
+            print(f"{checkpoint}: reading its stored outputs from {self.params.compute.cache_dir}")
+            self._trunks[checkpoint] = library_features.export_trunk(self.tracks, self.params, checkpoint,
+                                                                     self.workdir)
+        return self._trunks[checkpoint]
+
+    def track_means(self, checkpoint: str, rows: list[int], segment_emb=None) -> np.ndarray:
+        """Mean over segments per track (`rows` into `ids`) of `segment_emb(trunk rows)`."""
+        trunk = self.trunk(checkpoint)
+        out = []
+        for i in rows:
+            x = np.asarray(trunk.array[trunk.rows(self.ids[i])], np.float32)
+            out.append((segment_emb(x) if segment_emb else x).mean(axis=0))
+        return np.stack(out)
+
+
+def embeddings(lib: Library, spec, raw: dict, unit: Fold, workdir: Path) -> np.ndarray:
+    """Track embeddings `(n_ids, d)` of every non-test track under a candidate trained on the
+    unit's training folds (or the untrained outputs)."""
+    everyone = list(range(len(lib.ids)))
+    if isinstance(spec, tuple):
+        _, ckpts, part = spec
+        cols = slice(0, musicnn.PENULTIMATE_UNITS) if part == "penultimate" \
+            else slice(musicnn.PENULTIMATE_UNITS, None)
+        return np.concatenate([lib.track_means(c, everyone, lambda x: x[:, cols])
+                               for c in ckpts.split("+")], axis=1)
+    spec = dict(spec)
+    l2, seeds = spec.pop("~l2", False), spec.pop("~seeds", 1)
+    if seeds > 1:
+        return np.mean([_trained(lib, spec, raw, unit, workdir / str(s), 1000 * s + unit.repeat, l2)
+                        for s in range(seeds)], axis=0)
+    return _trained(lib, spec, raw, unit, workdir, unit.repeat, l2)
+
+
+def _trained(lib: Library, spec: dict, raw: dict, unit: Fold, workdir: Path, seed: int,
+             l2: bool) -> np.ndarray:
+    everyone = list(range(len(lib.ids)))
+    params = with_overrides(raw, {**spec, "seed": seed})
+    ckpt = library_features.trunk_checkpoint(params)
+    if ckpt is None or not library_features.trains_on_trunk(params):
+        raise SystemExit(f"{spec}: the candidate must train on a stored frozen trunk")
+    trunks = lib.trunk(ckpt)
+    ids = [lib.ids[i] for i in unit.rest]
+    labels = lib.labels[unit.rest]
+    data = train.TrainData(spectra=None, views=np.zeros((0, 1, 1), np.float32),
+                           view_rows=[np.zeros(0, int)] * len(ids), train_tracks=ids,
+                           train_labels=np.unique(labels, return_inverse=True)[1].ravel().astype(np.int64),
+                           triplets=np.zeros((0, 3), np.int64), trunks=trunks)
+    with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and fold: too many to read
+        result = train.fit(params, data, workdir, progress=False)
+
+    def segment_emb(x: np.ndarray) -> np.ndarray:
+        e = embed.apply_head(result.model, x)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12) if l2 else e
+
+    return lib.track_means(ckpt, everyone, segment_emb)
+
+
+def score(emb: np.ndarray, unit: Fold) -> dict:
+    """Cosine (no scaler) accuracy and every grid cell's accuracy of a unit's quartets."""
+    grid = evaluate.grid(emb[unit.rest], emb[unit.held], unit.quartets, unit.odd, bootstrap=1)
+    cells = {f"{r['distance']}/{r['scaler']}": float(r["accuracy"]) for r in grid}
+    cells["cosine/none"] = float(evaluate.odd_one_out_accuracy(emb[unit.held], unit.quartets, unit.odd, "cosine"))
+    return cells
+
+
+def table(results: dict[str, list[dict]], reference: str, test_over_train: float) -> list[dict]:
+    """Per candidate: cosine mean, best cell and its mean, paired difference from the reference."""
+    rows = []
+    ref = np.array([u["cosine/none"] for u in results[reference]]) if reference in results else None
+    for name, units in results.items():
+        cos = np.array([u["cosine/none"] for u in units])
+        grid_cells = [c for c in units[0] if c != "cosine/none"]
+        best = max(grid_cells, key=lambda c: np.mean([u[c] for u in units]))
+        row = {"candidate": name, "cosine": float(cos.mean()), "best_cell": best,
+               "best_cell_accuracy": float(np.mean([u[best] for u in units])), "units": len(units)}
+        if ref is not None and name != reference:
+            mean, low, high = corrected_interval(cos - ref, test_over_train)
+            row.update(diff=mean, diff_low=low, diff_high=high, wins=int((cos > ref).sum()))
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict], reference: str) -> None:
+    print(f"\n{'candidate':34s} {'cosine':>7s} {'best cell':>27s}   paired diff vs {reference} (cosine) [95% CI]")
+    for r in rows:
+        diff = "reference" if "diff" not in r else (
+            f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}] wins {r['wins']}/{r['units']}"
+            + ("  BETTER" if r["diff_low"] > 0 else "  worse" if r["diff_high"] < 0 else ""))
+        if "diff" not in r and r["candidate"] != reference:
+            diff = ""
+        print(f"{r['candidate']:34s} {r['cosine']:7.3f} {r['best_cell']:>21s} {r['best_cell_accuracy']:.3f}   {diff}")
 
 
 def main() -> None:
@@ -86,69 +253,44 @@ def main() -> None:
     ap.add_argument("--tracks", default="data/library/tracks.csv")
     ap.add_argument("--params", default=config.PARAMS_FILE)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quartets", type=int, default=600, help="per held-out fold")
-    ap.add_argument("--steps", type=int, default=2000, help="training steps per head and fold")
-    ap.add_argument("--segments", type=int, default=16, help="trunk outputs per track (at most)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", nargs="+", help="candidates to run (default: all)")
+    ap.add_argument("--reference", default="defaults")
+    ap.add_argument("--out", help="write the table and per-unit scores here (JSON)")
+    ap.add_argument("--list", action="store_true", help="list the candidates and exit")
     args = ap.parse_args()
-    params = config.load(args.params)
-    mp = dataclasses.replace(params.models["musicnn_msd"], freeze="backbone", band_stats=True, head_hidden=0)
-
-    splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
-    tracks = ingest.read_tracks(args.tracks, required=("track_id", "label"))
-    label_of = dict(zip(tracks["track_id"], tracks["label"]))
-    t0 = time.perf_counter()
-    if library_features.has_trunk(args.features, mp.pretrained):
-        # the features stage's stored trunk outputs (its max_segments per track): nothing to compute
-        stored = library_features.load_trunk(args.features, mp.pretrained)
-        ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in stored]
-        trunk, index = stored.segments(ids)
-        source = f"{args.features}/trunk-{mp.pretrained}.npy"
-    else:
-        spectra = features.load_spectra(args.features, "musicnn",
-                                        dataclasses.replace(params.features, max_segments=args.segments))
-        ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in spectra]
-        windows, index = spectra.segments(ids)
-        trunk = embed.embed_segments(embed.Trunk(embed.build(mp, FeatureParams())), windows, batch_size=64,
-                                     progress=True)
-        source = "computed"
-    labels = np.unique([label_of[t] for t in ids], return_inverse=True)[1].ravel()
-    print(f"trunk outputs of {len(index)} segments of {len(ids)} non-test tracks "
-          f"({len(np.unique(labels))} labels; {source}) in {time.perf_counter() - t0:.0f} s")
-    by_track = features.rows_by_track(index)
-    rows = [by_track[t] for t in ids]
-    x = torch.from_numpy(trunk)
-
-    def track_means(emb: np.ndarray) -> np.ndarray:
-        return np.stack([emb[r].mean(axis=0) for r in rows])
-
-    print(f"{args.folds}-fold cross-validation, {args.steps} steps per head, seeds {args.seeds}")
-    for name, spec in HEADS.items():
-        per_fold = []
-        for seed in args.seeds:
-            for rest, held, q, odd in folds_of(labels, args.folds, args.quartets, np.random.default_rng(seed)):
-                if spec is None or spec == "bands":
-                    cols = slice(0, musicnn.PENULTIMATE_UNITS) if spec is None else slice(musicnn.PENULTIMATE_UNITS, None)
-                    emb = track_means(trunk[:, cols])
-                else:
-                    hidden, bands, mining = spec
-                    net = models.build(dataclasses.replace(mp, head_hidden=hidden, band_stats=bands),
-                                       musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=seed)
-                    cols = slice(0, net.trunk_dim)
-                    fold_rows = [rows[i] for i in rest]
-                    head = train_head(net.head, x[:, cols], fold_rows, labels[rest], params.train,
-                                      args.steps, mining, seed)
-                    with torch.no_grad():
-                        emb = track_means(head(x[:, cols]).numpy())
-                grid = evaluate.grid(emb[rest], emb[held], q, odd, bootstrap=1)
-                cells = {(r["distance"], r["scaler"]): r["accuracy"] for r in grid}
-                cells[("cosine", "none")] = evaluate.odd_one_out_accuracy(emb[held], q, odd, "cosine")
-                per_fold.append(cells)
-        mean = {cell: float(np.mean([f[cell] for f in per_fold])) for cell in per_fold[0]}
-        cos = mean.pop(("cosine", "none"))
-        best = max(mean, key=mean.get)
-        print(f"{name:58s} best cell {best[0]}/{best[1]} {mean[best]:.3f} "
-              f"(folds {', '.join(f'{f[best]:.2f}' for f in per_fold)}); cosine {cos:.3f}", flush=True)
+    if args.list:
+        for name, spec in CANDIDATES.items():
+            print(f"{name:34s} {spec}")
+        return
+    wanted = args.only or list(CANDIDATES)
+    unknown = [n for n in wanted if n not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"unknown candidate(s) {unknown}; see --list")
+    raw = yaml.safe_load(Path(args.params).read_text())
+    tmp_root = Path(tempfile.mkdtemp(prefix="heads-"))
+    lib = Library(args.features, args.groundtruth, args.tracks, config.from_dict(raw), tmp_root)
+    units = [u for r in range(args.repeats) for u in folds_of(lib.labels, args.folds, args.quartets, r)]
+    print(f"{len(lib.ids)} non-test tracks, {len(np.unique(lib.labels))} labels; {args.repeats} x "
+          f"{args.folds}-fold cross-validation, {len(units[0].quartets)} quartets per held-out fold")
+    results: dict[str, list[dict]] = {}
+    for name in wanted:
+        t0 = time.perf_counter()
+        results[name] = []
+        for unit in units:
+            with tempfile.TemporaryDirectory() as tmp:
+                emb = embeddings(lib, CANDIDATES[name], raw, unit, Path(tmp))
+            results[name].append(score(emb, unit))
+        cos = np.mean([u["cosine/none"] for u in results[name]])
+        print(f"  {name}: cosine {cos:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    test_over_train = 1 / (args.folds - 1)
+    rows = table(results, args.reference, test_over_train)
+    print_table(rows, args.reference)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"folds": args.folds, "repeats": args.repeats,
+                                              "reference": args.reference, "table": rows,
+                                              "units": results}, indent=1))
 
 
 if __name__ == "__main__":

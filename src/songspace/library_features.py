@@ -134,6 +134,24 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     return skipped
 
 
+def export_trunk(tracks: pd.DataFrame, params: Params, checkpoint: str, out_dir: str | Path) -> TrunkRows:
+    """The stored trunk outputs of `checkpoint` (one of the plan's networks, whether or not the
+    selected model reads it) for the tracks the store holds, written as the features stage writes
+    its own trunk file; for studies that compare networks (`benchmarks/heads.py`)."""
+    the_plan = plan(params)
+    products = the_plan.products(params.compute.cache_dir)
+    name = f"trunk-{checkpoint}"
+    if name not in products:
+        raise features.FeatureError(f"{checkpoint}: not a network of the per-song store "
+                                    f"({', '.join(the_plan.networks)})")
+    keys = song_key(tracks)
+    have = [(t, k) for t, k in zip(tracks["track_id"].astype(str), keys) if products[name].has(k)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_trunk(out, checkpoint, the_plan, products, have)
+    return load_trunk(out, checkpoint)
+
+
 def _write_logmels(out: Path, fe_name: str, params: Params, product, songs) -> None:
     ids, arrays = [], []
     for track_id, key in songs:
