@@ -6,7 +6,7 @@
     songspace radio SEED [-n 30] [--m3u F]       a playlist that starts at a song (cli_playlists)
     songspace path A B [-n 12]                   songs leading from A to B
     songspace playlists [-k 20]                  the library clustered into k playlists
-    songspace info                               model, library size, metric, index type, build time
+    songspace info                               model, library size, metric, index type, when written
     songspace models                             the model registry with parameter counts
     songspace check                              params.yaml: known keys, values in range
     songspace report                             the headline of metrics/eval.json (and the
