@@ -28,9 +28,8 @@ import sys
 from pathlib import Path
 
 from songspace import __version__, cli_playlists
-from songspace.errors import UserError
+from songspace.errors import EXIT_USER_ERROR, UserError, one_line
 
-EXIT_USER_ERROR = 2
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
 
 
@@ -325,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         if isinstance(err, (FileNotFoundError, UserError)):  # every module's user errors derive from UserError
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"songspace: error: {message}", file=sys.stderr)
+            print(f"songspace: error: {one_line(err)}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise

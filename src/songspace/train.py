@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import augment, embed, evaluate, features, groundtruth, ingest, library_features, losses, models
 from . import checkpoint
+from . import views as cached_views
 from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
 
@@ -135,7 +136,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     shape = (0, spectra.fe.n_mels, spectra.fe.segment_frames) if spectra is not None else (0, 1, 1)
     views, vindex = np.zeros(shape, np.float32), None
     if views_dir is not None:
-        views, vindex = features.load_views(views_dir)
+        views, vindex = cached_views.load_views(views_dir)
     vrows = features.rows_by_track(vindex) if vindex is not None and len(vindex) else {}
     view_rows = [vrows.get(t, np.zeros(0, int)) for t in train_tracks]
     trip = groundtruth.read_triplets(gt / "train_triplets.csv")
