@@ -13,7 +13,7 @@ by name, as above.
 `code_files` is the code a script's result depends on: the modules it reaches through these
 edges, with the `__init__.py` of every package on the way (importing songspace.a.b runs
 songspace/__init__.py and songspace/a/__init__.py). dvc.yaml's `deps` are checked against it
-(tests/test_dvc_deps.py) and training's run identity hashes it (`train.run_identity`).
+(tests/test_dvc_deps.py) and training's run identity hashes it (`train.training_code`).
 """
 from __future__ import annotations
 
@@ -209,3 +209,25 @@ def code_files(script: str | Path) -> list[Path]:
         seen.add(m)
         todo.extend((set(imports_of(m)) | set(_parents(m))) - seen)
     return sorted(module_path(m) for m in seen)
+
+
+def dvc_deps(script: str | Path, root: str | Path) -> list[str]:
+    """The code entries of a stage's `deps` in dvc.yaml: the script itself, then `code_files`
+    relative to root (the repository), a package folder named whole when every module in it
+    is among them (its other files, such as the explorer's static ones, come with it)."""
+    root = Path(root).resolve()
+    files = {p.resolve() for p in code_files(script)}
+    entries: list[str] = [Path(script).as_posix()]
+
+    def walk(folder: Path) -> None:
+        for path in sorted(folder.iterdir()):
+            if path.is_dir() and (path / "__init__.py").is_file():
+                if set(path.rglob("*.py")) <= files:
+                    entries.append(path.relative_to(root).as_posix())
+                else:
+                    walk(path)
+            elif path.suffix == ".py" and path in files:
+                entries.append(path.relative_to(root).as_posix())
+
+    walk(PACKAGE_DIR)
+    return entries
