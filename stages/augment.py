@@ -4,7 +4,7 @@ import time
 import sys
 from pathlib import Path
 
-from songspace import audio, augment, config, errors, features, groundtruth, ingest, models
+from songspace import audio, config, errors, groundtruth, ingest, models, plots, views
 
 
 def main() -> None:
@@ -20,16 +20,15 @@ def main() -> None:
     splits = groundtruth.read_splits(args.splits)
     train = tracks[tracks["track_id"].isin(splits.loc[splits["split"] == "train", "track_id"])]
     start = time.perf_counter()
-    array, index, skipped = features.extract_views(
+    array, index, skipped = views.extract_views(
         train, params.features, params.augment, params.augment.views, params.seed,
         frontend_name=models.input_frontend(params.model_params))
-    features.save_views(args.out, array, index)
-    skipped.to_csv(Path(args.out) / "skipped.csv", index=False)
+    views.save_views(args.out, array, index, skipped)
     if args.plot and len(train):
         first = train.iloc[0]
         wave = audio.load(first["path"], params.features.sample_rate, duration_s=6.0)
-        augment.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
-                                   Path(args.plot), seed=params.seed)
+        plots.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
+                                 Path(args.plot), seed=params.seed)
         print(f"augmentations of {first['track_id']} drawn in {args.plot}")
     print(f"{params.augment.views} views x {len(train)} training tracks -> {len(index)} segments "
           f"in {time.perf_counter() - start:.1f} s; {len(skipped)} skipped")

@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         tracks = corpus.build_corpus(params.corpus, params.seed, out, workers=args.workers)
-    except ValueError as err:
-        print(f"corpus: {args.params}: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:  # parameters the corpus cannot be built from
+        raise corpus.CorpusError(f"{args.params}: {err}") from None
     print(corpus.summary(tracks, out, time.perf_counter() - start))
     return 0
 

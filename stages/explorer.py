@@ -1,9 +1,9 @@
 """Stage `explorer`: the explorer page of this run as one self-contained HTML file."""
 import argparse
+import sys
 
-from songspace import config
+from songspace import config, errors
 from songspace.explorer import data, export
-from songspace.index import LibraryError
 
 
 def main() -> None:
@@ -18,16 +18,13 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load(args.params)
     library = params.data.audio_dir or "data/corpus"
-    try:
-        explorer = data.Explorer.open(args.index, args.model, library, args.eval, args.live, args.cache,
-                                      seed=params.seed)
-        out = export.write_html(explorer, args.out, k=params.serve.neighbours)
-    except LibraryError as err:
-        raise SystemExit(f"explorer: {err}") from None
+    explorer = data.Explorer.open(args.index, args.model, library, args.eval, args.live, args.cache,
+                                  seed=params.seed)
+    out = export.write_html(explorer, args.out, k=params.serve.neighbours)
     n = explorer.lib.index.n_tracks
     print(f"{out}: {n} tracks, {params.serve.neighbours} neighbours each, audio linked from {library}; "
           f"{out.stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_stage(main, "explorer"))

@@ -18,7 +18,7 @@ def main() -> None:
     tracks = ingest.read_tracks(args.tracks, required=("track_id", "path", "sha1"))
     skipped = library_features.build(tracks, params, args.out)
     for row in skipped.itertuples():
-        print(f"skipped {row.path}: {row.reason}")
+        print(f"skipped {row.path}: {row.detail}")
     about = json.loads((Path(args.out) / "store.json").read_text())
     per_song = sum(about["store_bytes_per_song"].values())
     print(f"{about['songs']} songs: {per_song / 1024:.1f} KiB per song in the store, "

@@ -33,7 +33,8 @@ def main() -> None:
     print(f"{args.out}: {meta['n_tracks']} tracks, {meta['distance']} after {meta['scaler']} "
           f"({meta['chosen_by']}); {meta['searcher']}"
           + (f", recall@10 {recall['recall_at_k']:.3f} on {recall['queries']} tracks" if recall else "")
-          + f"; built in {meta['build_seconds']:.1f} s")
+          + f"; built in {built.timings['build_seconds']:.1f} s, embedded in "
+          f"{built.timings['embed_seconds']:.1f} s on {built.timings['device']}")
 
 
 if __name__ == "__main__":

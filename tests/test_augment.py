@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from songspace import augment as A
+from songspace import plots
 from songspace.config import AugmentParams, FeatureParams
 
 RATE = 16000
@@ -344,5 +345,5 @@ def test_spectrogram_must_be_floating():
 
 
 def test_plot_augmentations_writes_a_png(music, tmp_path):
-    out = A.plot_augmentations(music, RATE, FeatureParams(), AugmentParams(), tmp_path / "aug.png", seed=0)
+    out = plots.plot_augmentations(music, RATE, FeatureParams(), AugmentParams(), tmp_path / "aug.png", seed=0)
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -127,7 +127,7 @@ def test_info(tiny, capsys):
     code, out, _ = run(capsys, "info", "--json", "--index", tiny["index"], "--model", tiny["model"])
     info = json.loads(out)
     assert code == 0 and info["tracks"] == len(tiny["tracks"]) and info["model"] == "model1"
-    assert info["model_status"] == "up to date" and info["exact"] is True and info["built_at"]
+    assert info["model_status"] == "up to date" and info["exact"] is True and info["written_at"]
     code, out, _ = run(capsys, "info", "--index", tiny["index"], "--model", tiny["model"])
     assert "distance" in out and "cosine" in out and "IndexFlat (exact)" in out
 

@@ -71,7 +71,8 @@ def test_extract_library_skips_bad_files(tmp_path, tone_file):
     tracks = pd.DataFrame({"track_id": ["a", "s", "b"], "path": [str(good), str(silent), str(broken)]})
     spectra, skipped = features.extract_library(tracks, P, workers=1, progress=False)
     assert spectra.table["track_id"].tolist() == ["a"] and spectra.array.shape == (188, P.n_mels)
-    reasons = dict(zip(skipped["track_id"], skipped["reason"]))
+    assert set(skipped["reason"]) == {"unusable"}
+    reasons = dict(zip(skipped["track_id"], skipped["detail"]))
     assert set(reasons) == {"s", "b"} and "silent" in reasons["s"] and "decod" in reasons["b"]
 
 

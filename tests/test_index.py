@@ -225,12 +225,29 @@ def build_tiny_library(root: Path) -> dict:
                                       root / "models" / "best.pt", params, eval_json=None, progress=False)
     built.save(root / "index")
     return {"root": root, "index": root / "index", "model": root / "models" / "best.pt",
-            "tracks": pd.read_csv(paths["tracks"], dtype=str), "params": params}
+            "tracks": pd.read_csv(paths["tracks"], dtype=str), "params": params, "paths": paths}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return build_tiny_library(tmp_path_factory.mktemp("library"))
+
+
+def folder_bytes(folder: Path) -> dict:
+    """Each file under folder (relative posix path) -> its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rebuilding_the_index_on_unchanged_inputs_writes_the_same_bytes(tiny, tmp_path):
+    paths = tiny["paths"]
+    again = index.build_from_pipeline(paths["features"], paths["tracks"], paths["groundtruth"] / "splits.csv",
+                                      tiny["model"], tiny["params"], eval_json=None, progress=False)
+    again.save(tmp_path / "index")
+    first, second = folder_bytes(tiny["index"]), folder_bytes(tmp_path / "index")
+    assert sorted(first) == sorted(second) and "meta.json" in first
+    assert [name for name in first if first[name] != second[name]] == []
+    assert again.timings["build_seconds"] >= 0 and again.timings["device"] == "cpu"
+    assert not {"built_at", "build_seconds", "embed_seconds", "device"} & set(again.meta)
 
 
 def test_library_track_is_not_its_own_neighbour_and_labels_cluster(tiny):

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from songspace import config, ingest
+from songspace import config, ingest, skipped
 from songspace.ingest import IngestError, UNLABELLED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_every_broken_file_is_skipped_with_its_reason(checked, lib_root):
     got = {Path(p).relative_to(lib_root).as_posix(): r
            for p, r in zip(lib.skipped["path"], lib.skipped["reason"])}
     assert got == BROKEN
-    assert list(lib.skipped.columns) == list(ingest.SKIPPED_COLUMNS)
+    assert list(lib.skipped.columns) == list(skipped.COLUMNS) and set(lib.skipped["track_id"]) == {""}
     assert set(lib.skipped["reason"]) <= set(ingest.REASONS)
     assert lib.skipped["detail"].str.len().min() > 10  # a sentence, not just a code
     detail = dict(zip(lib.skipped["path"], lib.skipped["detail"]))
@@ -323,8 +323,8 @@ def test_ingest_stage_writes_table_and_reports(lib_root, tmp_path, capsys):
     assert rc == 0
     tracks = ingest.read_tracks(out / "tracks.csv")
     assert sorted(tracks["track_id"]) == sorted(GOOD)
-    skipped = pd.read_csv(reports / "skipped.csv")
-    assert len(skipped) == len(BROKEN)
+    left_out = skipped.read(reports / skipped.FILE_NAME)
+    assert len(left_out) == len(BROKEN)
     report = json.loads((reports / "ingest.json").read_text())
     assert report["tracks"] == len(GOOD) and report["skipped"]["truncated"] == 4
     assert "7 track(s) kept" in capsys.readouterr().out

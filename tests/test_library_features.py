@@ -126,7 +126,7 @@ def test_halves_and_a_silent_song(tmp_path):
     tracks = pd.concat([tracks, pd.DataFrame([{"track_id": "silent", "path": str(silent),
                                                "sha1": filecheck.sha1_of(silent)}])], ignore_index=True)
     skipped = library_features.build(tracks, params, tmp_path / "a", progress=False)
-    assert list(skipped["track_id"]) == ["silent"] and "silent" in skipped["reason"].iloc[0]
+    assert list(skipped["track_id"]) == ["silent"] and "silent" in skipped["detail"].iloc[0]
     rows = library_features.load_trunk(tmp_path / "a", "MSD_musicnn")
     for t in ("t0", "t1"):
         assert t in rows and all(h in rows for h in halves.half_ids(t))
@@ -163,5 +163,5 @@ def test_a_song_too_short_for_the_network_is_skipped_with_its_reason(tmp_path):
     tracks = pd.concat([tracks, pd.DataFrame([{"track_id": "blip", "path": str(short),
                                                "sha1": filecheck.sha1_of(short)}])], ignore_index=True)
     skipped = library_features.build(tracks, params, tmp_path / "a", progress=False)
-    assert list(skipped["track_id"]) == ["blip"] and "samples" in skipped["reason"].iloc[0]
+    assert list(skipped["track_id"]) == ["blip"] and "samples" in skipped["detail"].iloc[0]
     assert library_features.load_trunk(tmp_path / "a", "MSD_musicnn").track_ids == ["t0"]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from songspace import config, features, groundtruth, ingest
+from songspace import views as cached_views
 from tests.conftest import write_tone
 
 LABEL_FREQS = {"low": (220.0, 330.0), "high": (1760.0, 2637.0)}
@@ -60,9 +61,9 @@ def make_project(root: Path, tracks_per_label: int = 6, **overrides) -> tuple[co
     groundtruth.write_quartets(pd.DataFrame(quartets, columns=list(groundtruth.QUARTET_COLUMNS)), gt / "val_quartets.csv")
     spectra, _ = features.extract_library(tracks, params.features, workers=1, progress=False)
     features.save(root / "features", spectra)
-    views, vindex, _ = features.extract_views(tracks[tracks["track_id"].isin(train)], params.features,
+    views, vindex, skipped = cached_views.extract_views(tracks[tracks["track_id"].isin(train)], params.features,
                                               params.augment, 1, params.seed, workers=1, progress=False)
-    features.save_views(root / "views", views, vindex)
+    cached_views.save_views(root / "views", views, vindex, skipped)
     paths = {"features": root / "features", "views": root / "views", "groundtruth": gt,
              "tracks": root / "tracks.csv"}
     return params, paths

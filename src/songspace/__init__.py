@@ -11,4 +11,11 @@ CPU_ISA = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBW
 for _name, _value in CPU_ISA.items():
     os.environ.setdefault(_name, _value)
 
-from songspace.index.api import Library  # noqa: E402,F401  (torch and faiss load on first use)
+
+def __getattr__(name: str):
+    # `songspace.Library` is imported on first use: a stage importing songspace.corpus loads
+    # nothing of the index (torch and faiss load on the Library's first use in any case)
+    if name == "Library":
+        from songspace.index.api import Library
+        return Library
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

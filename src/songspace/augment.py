@@ -42,7 +42,6 @@ import dataclasses
 import math
 from collections.abc import Callable
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +50,6 @@ import torchaudio.functional as AF
 from songspace.errors import UserError
 from .config import (
     AugmentParams,
-    FeatureParams,
     FreqMaskParams,
     NoiseParams,
     PitchShiftParams,
@@ -89,7 +87,7 @@ class AugmentError(UserError, ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_wave(wave: np.ndarray) -> torch.Tensor:
+def as_wave(wave: np.ndarray) -> torch.Tensor:
     wave = np.asarray(wave)
     if wave.ndim != 1:
         raise AugmentError(f"expected a mono waveform (samples,), got shape {wave.shape}")
@@ -131,7 +129,7 @@ def time_stretch(wave: np.ndarray, rate_factor: float, rate: int = 16000) -> np.
     """
     if rate_factor <= 0:
         raise AugmentError(f"time_stretch: rate_factor must be positive, got {rate_factor}")
-    x = _as_wave(wave)
+    x = as_wave(wave)
     if rate_factor == 1 or x.numel() == 0:
         return x.numpy().copy()
     length = max(1, int(round(x.numel() / rate_factor)))
@@ -157,7 +155,7 @@ def pitch_shift(wave: np.ndarray, rate: int, semitones: float) -> np.ndarray:
     The ratio is a small fraction p/q within 0.5 cent of 2**(semitones/12) so that the resampler
     stays cheap. 0 semitones returns an unchanged copy.
     """
-    x = _as_wave(wave)
+    x = as_wave(wave)
     if semitones == 0 or x.numel() == 0:
         return x.numpy().copy()
     frac = _pitch_fraction(float(semitones))
@@ -179,7 +177,7 @@ def resample_band_limit(wave: np.ndarray, rate: int, low_rate: int) -> np.ndarra
     """
     if low_rate <= 0:
         raise AugmentError(f"resample: low_rate must be positive, got {low_rate}")
-    x = _as_wave(wave)
+    x = as_wave(wave)
     if low_rate >= rate or x.numel() == 0:
         return x.numpy().copy()
     g = math.gcd(int(rate), int(low_rate))
@@ -209,7 +207,7 @@ def _random_time_stretch(
     return time_stretch(wave, factor if apply else 1.0, rate)
 
 
-def _low_rates(rate: int, min_rate: int) -> np.ndarray:
+def low_rates(rate: int, min_rate: int) -> np.ndarray:
     """The candidate band-limit rates: multiples of RESAMPLE_STEP_HZ in [min_rate, rate)."""
     first = -(-min_rate // RESAMPLE_STEP_HZ) * RESAMPLE_STEP_HZ
     rates = np.arange(first, rate, RESAMPLE_STEP_HZ)
@@ -224,7 +222,7 @@ def _low_rates(rate: int, min_rate: int) -> np.ndarray:
 def _random_resample(
     wave: np.ndarray, rate: int, params: ResampleParams, rng: np.random.Generator
 ) -> np.ndarray:
-    rates = _low_rates(rate, params.min_rate)
+    rates = low_rates(rate, params.min_rate)
     apply = rng.random() < params.p
     low_rate = int(rates[rng.integers(rates.size)])
     return resample_band_limit(wave, rate, low_rate if apply else rate)
@@ -250,8 +248,8 @@ def augment_waveform(
     never modified.
     """
     validate(params)
-    _low_rates(rate, params.resample.min_rate)  # fail before the costly steps, not after
-    out = _as_wave(wave).numpy()
+    low_rates(rate, params.resample.min_rate)  # fail before the costly steps, not after
+    out = as_wave(wave).numpy()
     for name, fn in WAVEFORM_AUGMENTATIONS.items():
         out = fn(out, rate, getattr(params, name), rng)
     return out
@@ -322,7 +320,7 @@ def _draw_bands(
     return starts, widths
 
 
-def _fill_bands(x: torch.Tensor, starts: torch.Tensor, widths: torch.Tensor, axis: int) -> torch.Tensor:
+def fill_bands(x: torch.Tensor, starts: torch.Tensor, widths: torch.Tensor, axis: int) -> torch.Tensor:
     """Set bands of `x` `(items, n_mels, frames)` along `axis` (1: mel bins, 2: frames) to each
     item's mean; starts and widths `(items, count)`."""
     masked = _band_mask(starts, widths, x.shape[axis]).unsqueeze(3 - axis)
@@ -354,7 +352,7 @@ def _mask_bands(spec: torch.Tensor, max_width: int, count: int, generator: torch
     """`count` bands of up to `max_width` along `axis` (1: mel bins, 2: frames) set to the mean."""
     x = _items(spec)
     starts, widths = _draw_bands(x.shape[0], count, max_width, x.shape[axis], p, generator, x)
-    return _fill_bands(x, starts, widths, axis=axis).reshape(spec.shape)
+    return fill_bands(x, starts, widths, axis=axis).reshape(spec.shape)
 
 
 def _random_noise(spec: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
@@ -440,111 +438,3 @@ def validate(params: AugmentParams) -> AugmentParams:
     if params.views < 0:
         raise AugmentError(f"augment.views must not be negative, got {params.views}")
     return params
-
-
-# ---------------------------------------------------------------------------------------------
-# Plot
-# ---------------------------------------------------------------------------------------------
-
-
-def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
-    """The `db` front end's log-mel: `(samples,)` -> `(n_mels, frames)`."""
-    from songspace import features  # features imports this module for its cached views
-
-    return features.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
-
-
-def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:
-    """Centre frequency (Hz) of each mel bin, HTK mel scale as torchaudio's default."""
-    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
-    points = np.linspace(mel(fp.f_min), mel(fp.f_max), fp.n_mels + 2)[1:-1]
-    return 700.0 * (10.0 ** (points / 2595.0) - 1.0)
-
-
-def plot_augmentations(
-    wave: np.ndarray,
-    rate: int,
-    feature_params: FeatureParams,
-    params: AugmentParams,
-    out_png: str | Path,
-    seed: int = 0,
-) -> Path:
-    """One clip's log-mel before and after each augmentation, each at its strongest setting.
-
-    wave: mono float32 `(samples,)` at `rate` Hz (resampled to features.sample_rate if needed).
-    One panel per augmentation, titled with its strength, shared dB colour scale, time in
-    seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
-    positions) comes from `seed`. Writes and returns `out_png`.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    validate(params)
-    fp = feature_params
-    sr = fp.sample_rate
-    x = _as_wave(wave).numpy()
-    if rate != sr:
-        g = math.gcd(int(rate), int(sr))
-        x = AF.resample(torch.from_numpy(x), rate // g, sr // g).numpy()
-    base = torch.from_numpy(_logmel(x, fp))
-    gen = torch.Generator().manual_seed(seed)
-    ps, ts, rs = params.pitch_shift, params.time_stretch, params.resample
-    nz, rm, tm, fm = params.noise, params.random_mask, params.time_mask, params.freq_mask
-    low_rate = int(_low_rates(sr, rs.min_rate)[0])
-    stretch = 1.0 + ts.max_change
-    # (title, log-mel (n_mels, frames), masked bands to outline as (axis, start, stop))
-    panels = [
-        ("original", base, []),
-        (f"pitch shift +{ps.max_semitones:g} semitones",
-         _logmel(pitch_shift(x, sr, ps.max_semitones), fp), []),
-        (f"time stretch rate {stretch:g} (faster)", _logmel(time_stretch(x, stretch, sr), fp), []),
-        (f"resample via {low_rate} Hz (band limit {low_rate / 2000:g} kHz)",
-         _logmel(resample_band_limit(x, sr, low_rate), fp), []),
-        (f"noise, strength {nz.strength:g} x spectrogram std", noise(base, nz.strength, gen), []),
-        (f"random mask, p = {rm.p:g} per bin", random_mask(base, rm.p, gen), []),
-    ]
-    # SpecAugment masks at their widest (training draws widths in [0, max]), outlined because
-    # a band at the mean hides among mid-level bins.
-    for axis, name, unit, width, count in ((2, "time", "frames", tm.max_frames, tm.count),
-                                            (1, "freq", "mel bins", fm.max_bins, fm.count)):
-        size = base.shape[axis - 1]
-        width = min(width, size)
-        starts = (torch.rand((1, count), generator=gen) * (size - width + 1)).long()
-        masked = _fill_bands(base[None], starts, torch.full_like(starts, width), axis)[0]
-        outline = [(axis, int(a), int(a) + width) for a in starts[0]]
-        panels.append((f"{name} mask, {count} x {width} {unit} (max; outlined)", masked, outline))
-    vmin, vmax = float(base.min()), float(base.max())
-    seconds = x.size / sr
-    hop_s = fp.hop_length / sr
-    centres = _mel_centres_hz(fp)
-    ticks = np.linspace(0, fp.n_mels - 1, 5).round().astype(int)
-
-    fig, axes = plt.subplots(4, 2, figsize=(13, 11), sharex=True, sharey=True, layout="constrained")
-    for ax, (title, spec, outline) in zip(axes.flat, panels):
-        spec = np.asarray(spec)
-        for axis, lo, hi in outline:
-            span = ax.axvspan(lo * hop_s, hi * hop_s) if axis == 2 else ax.axhspan(lo - 0.5, hi - 0.5)
-            span.set(fill=False, edgecolor="cyan", linestyle="--", linewidth=1.2)
-        image = ax.imshow(
-            spec, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
-            extent=(0, spec.shape[1] * hop_s, -0.5, fp.n_mels - 0.5), interpolation="nearest",
-        )
-        ax.set_title(title, fontsize=11)
-        ax.set_xlim(0, max(seconds, seconds / stretch) + hop_s)
-        ax.set_yticks(ticks, [f"{centres[t]:.0f} Hz (bin {t})" for t in ticks], fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("time (s)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("mel bin (centre frequency)")
-    fig.colorbar(image, ax=axes, shrink=0.6, label="log-mel power (dB)")
-    fig.suptitle(
-        f"Augmentations at their strongest settings ({seconds:.1f} s clip, {sr} Hz, seed {seed})",
-        fontsize=13,
-    )
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png

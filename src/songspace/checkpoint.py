@@ -12,7 +12,7 @@ import os
 import pickle
 from pathlib import Path
 
-from songspace.errors import UserError
+from songspace.errors import UserError, one_line
 
 # Keys every checkpoint written by train.fit holds.
 REQUIRED_KEYS = ("model_name", "model_params", "feature_params", "model")
@@ -40,7 +40,6 @@ def load(path: str | Path, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        first = text.strip().splitlines()[0] if text.strip() else "unreadable"
         if "unsupported global" in text.lower() or "GLOBAL" in text:  # an object, not data
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects other than weights (an unsafe "
@@ -49,8 +48,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: corrupt or truncated model checkpoint (not a pickle of "
                               "weights)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated model checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated model checkpoint ({one_line(err)})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(
             f"{path}: not a songspace checkpoint (expected a dict with {', '.join(REQUIRED_KEYS)})")

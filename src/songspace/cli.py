@@ -6,7 +6,7 @@
     songspace radio SEED [-n 30] [--m3u F]       a playlist that starts at a song (cli_playlists)
     songspace path A B [-n 12]                   songs leading from A to B
     songspace playlists [-k 20]                  the library clustered into k playlists
-    songspace info                               model, library size, metric, index type, build time
+    songspace info                               model, library size, metric, index type, when written
     songspace models                             the model registry with parameter counts
     songspace check                              params.yaml: known keys, values in range
     songspace report                             the headline of metrics/eval.json (and the
@@ -28,9 +28,8 @@ import sys
 from pathlib import Path
 
 from songspace import __version__, cli_playlists
-from songspace.errors import UserError
+from songspace.errors import EXIT_USER_ERROR, UserError, one_line
 
-EXIT_USER_ERROR = 2
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
 
 
@@ -325,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         if isinstance(err, (FileNotFoundError, UserError)):  # every module's user errors derive from UserError
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"songspace: error: {message}", file=sys.stderr)
+            print(f"songspace: error: {one_line(err)}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise

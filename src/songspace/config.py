@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from songspace.errors import UserError
+from songspace.errors import UserError, one_line
 
 PARAMS_FILE = "params.yaml"
 MAX_CLIP_SECONDS = 30.0    # the longest clip the built-in corpus renders
@@ -563,8 +563,7 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{path}: not readable YAML ({first})") from None
+        raise ConfigError(f"{path}: not readable YAML ({one_line(err)})") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; it must set at least `model` and `models`")
     try:

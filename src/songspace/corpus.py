@@ -24,15 +24,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from songspace import audio
-from songspace.config import MAX_CLIP_SECONDS, CorpusParams
-from songspace.errors import UserError
+from songspace.errors import UserError, one_line
+
+if TYPE_CHECKING:  # config imports this module to check corpus.classes and corpus.programs
+    from songspace.config import CorpusParams
 
 SOUNDFONT_FILE = "TimGM6mb.sf2"  # General MIDI soundfont bundled in the pretty_midi wheel
 PEAK_DBFS = -1.0  # every clip's peak level
@@ -363,8 +365,7 @@ def render_piece(piece: Piece, program: int, params: CorpusParams) -> np.ndarray
     except CorpusError:
         raise
     except Exception as err:  # music21 raises many exception types for malformed scores
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CorpusError(f"{type(err).__name__}: {reason}"[:300]) from None
+        raise CorpusError(f"{type(err).__name__}: {one_line(err)}"[:300]) from None
     wave = render_midi(midi_bytes, program, params.sample_rate, params.max_seconds)
     return finish(wave, params.sample_rate)
 
@@ -383,7 +384,8 @@ def _render_job(job: tuple[Piece, int, CorpusParams]) -> tuple[np.ndarray | None
 
 
 def validate(params: CorpusParams) -> None:
-    """Raise ValueError for corpus parameters that cannot build a corpus."""
+    """Raise ValueError for corpus classes or programs this corpus does not have (the numbers'
+    ranges are declared, and checked, in `config`)."""
     unknown = [c for c in params.classes if c not in CLASSES]
     if unknown:
         raise ValueError(
@@ -392,12 +394,6 @@ def validate(params: CorpusParams) -> None:
         )
     if len(set(params.classes)) != len(params.classes):
         raise ValueError(f"corpus.classes: repeated class in {list(params.classes)}")
-    if params.pieces_per_class < 1 or params.bars < 1:
-        raise ValueError("corpus.pieces_per_class and corpus.bars must be at least 1")
-    if not 0 < params.max_seconds <= MAX_CLIP_SECONDS:
-        raise ValueError(f"corpus.max_seconds must lie in (0, {MAX_CLIP_SECONDS:g}] seconds")
-    if params.sample_rate < 8000:
-        raise ValueError("corpus.sample_rate must be at least 8000 Hz")
     check_programs(params.programs)
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import checkpoint, features, models
 from .config import FeatureParams, ModelParams
+from .errors import one_line
 
 
 class Embedder(torch.nn.Module):
@@ -90,8 +91,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except checkpoint.CheckpointError:
         raise  # pretrained weights the model is built on (musicnn's): that file is named, not this one
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise checkpoint.CheckpointError(f"{path}: not a songspace checkpoint ({first})") from None
+        raise checkpoint.CheckpointError(f"{path}: not a songspace checkpoint ({one_line(err)})") from None
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
     meta["feature_params"] = feature_params
     meta["model_params"] = model_params

@@ -15,7 +15,6 @@ mel bands, `log10(10000 x + 1)`, windows of 187 frames), whatever `features.*` s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +30,8 @@ import torchaudio
 from tqdm import tqdm
 
 from . import audio
-from .config import AugmentParams, FeatureParams
+from . import skipped as skipped_list
+from .config import FeatureParams
 from .errors import UserError
 from .models import musicnn
 
@@ -181,8 +181,8 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _map_tracks(fn, tracks: pd.DataFrame, extra: tuple, desc: str, workers: int | None,
-                progress: bool) -> list:
+def map_tracks(fn, tracks: pd.DataFrame, extra: tuple, desc: str, workers: int | None,
+               progress: bool) -> list:
     """`fn((track_id, path, duration_s, *extra))` for every track, in `workers` processes."""
     workers = workers or min(2, os.cpu_count() or 1)
     durations = tracks["duration_s"] if "duration_s" in tracks else [None] * len(tracks)
@@ -196,31 +196,28 @@ def _map_tracks(fn, tracks: pd.DataFrame, extra: tuple, desc: str, workers: int 
         return [fn(j) for j in tqdm(jobs, **bar)]
 
 
-def _skipped(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["track_id", "path", "reason"])
-
-
 def extract_library(tracks: pd.DataFrame, params: FeatureParams, frontend_name: str = "db",
                     workers: int | None = None, progress: bool = True) -> tuple["Spectra", pd.DataFrame]:
     """Whole-track log-mels of every track of a track table (columns track_id, path[, duration_s]).
 
-    Returns `(spectra, skipped)`: `skipped` lists tracks that could not be decoded
-    (track_id, path, reason) instead of stopping the run.
+    Returns `(spectra, skipped)`: `skipped` (a `skipped.table`) lists the tracks that could
+    not be decoded instead of stopping the run.
     """
     fe = frontend(frontend_name, params)
-    results = _map_tracks(_extract_one, tracks, (fe, params), f"log-mel ({fe.name})", workers, progress)
+    results = map_tracks(_extract_one, tracks, (fe, params), f"log-mel ({fe.name})", workers, progress)
     path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
     arrays, rows, skipped, start = [], [], [], 0
     for track_id, spec, reason in results:
         if reason is not None:
-            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
+            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": skipped_list.UNUSABLE,
+                            "detail": reason})
             continue
         arrays.append(spec)
         rows.append({"track_id": track_id, "start": start, "frames": len(spec)})
         start += len(spec)
     array = np.concatenate(arrays) if arrays else np.zeros((0, fe.n_mels), STORE_DTYPE)
     table = pd.DataFrame(rows, columns=["track_id", "start", "frames"])
-    return Spectra(array, table, fe, params), _skipped(skipped)
+    return Spectra(array, table, fe, params), skipped_list.table(skipped)
 
 
 class Windows:
@@ -447,84 +444,3 @@ def file_segments(path: str | Path, fe: Frontend, params: FeatureParams,
     if fe.name == "db":
         parts = [_to_db(p, loudest, params) for p in parts]
     return np.stack([fit_frames(np.asarray(p), win) for p in parts]).astype(np.float32, copy=False)
-
-
-# ---------------------------------------------------------------- cached augmented views
-
-
-def _views_one(job):
-    track_id, path, duration_s, fe, params, aug, views, seed = job
-    from . import augment  # imported here: augment builds on this module's log-mel
-
-    try:
-        if duration_s is None:
-            duration_s = audio.info(path).duration_s
-        # A little extra audio so that a faster time stretch still fills a segment.
-        seconds = fe.segment_frames / fe.frames_per_second
-        extra_s = seconds * aug.time_stretch.max_change * aug.time_stretch.p
-        offsets = segment_offsets(duration_s, aug.segments, seconds)
-        samples = int(round((seconds + extra_s) * fe.sample_rate))
-        waves = [fit_length(audio.load(path, fe.sample_rate, offset_s=o, duration_s=seconds + extra_s), samples)
-                 for o in offsets]
-    except audio.AudioError as err:
-        return track_id, None, None, err.reason
-    seg_samples = int(round(seconds * fe.sample_rate))
-    specs = []
-    for view in range(views):
-        # One generator per (seed, track, view): the same views whatever the worker count.
-        digest = int(hashlib.sha1(track_id.encode()).hexdigest()[:15], 16)
-        rng = np.random.default_rng([seed, digest, view])
-        out = [fit_length(augment.augment_waveform(w, fe.sample_rate, aug, rng), seg_samples) for w in waves]
-        specs.append(fit_frames(spectrogram(np.stack(out), fe, params), fe.segment_frames))
-    return track_id, np.stack(specs), offsets, None
-
-
-def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParams, views: int,
-                  seed: int, frontend_name: str = "db", workers: int | None = None,
-                  progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Waveform-augmented views of `aug.segments` sections of each track, as log-mel segments.
-
-    Every section gets `views` versions, each through `augment.augment_waveform` (pitch shift,
-    time stretch, resampling with their probabilities). Returns
-    `(views (n_tracks * views * aug.segments, n_mels, segment_frames) float32, index, skipped)`;
-    the index has columns row, track_id, view, segment, offset_s.
-    """
-    fe = frontend(frontend_name, params)
-    if views <= 0:
-        tracks = tracks.iloc[:0]
-    results = _map_tracks(_views_one, tracks, (fe, params, aug, views, seed), "augmented views",
-                          workers, progress)
-    specs, rows, skipped = [], [], []
-    path_of = dict(zip(tracks["track_id"].astype(str), tracks["path"].astype(str)))
-    for track_id, spec, offsets, reason in results:
-        if reason is not None:
-            skipped.append({"track_id": track_id, "path": path_of[track_id], "reason": reason})
-            continue
-        for v in range(spec.shape[0]):
-            rows += [{"track_id": track_id, "view": v, "segment": s, "offset_s": round(float(o), 4)}
-                     for s, o in enumerate(offsets)]
-        specs.append(spec.reshape(-1, *spec.shape[2:]))
-    shape = (0, fe.n_mels, fe.segment_frames)
-    array = np.concatenate(specs).astype(np.float32) if specs else np.zeros(shape, np.float32)
-    index = pd.DataFrame(rows, columns=["track_id", "view", "segment", "offset_s"])
-    index.insert(0, "row", np.arange(len(index)))
-    return array, index, _skipped(skipped)
-
-
-def save_views(out_dir: str | Path, array: np.ndarray, index: pd.DataFrame) -> None:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "views.npy", array)
-    index.to_csv(out / "views.csv", index=False)
-
-
-def load_views(out_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """`(views (n, n_mels, frames), index)`; empty when the folder holds none."""
-    out = Path(out_dir)
-    if not (out / "views.npy").exists():
-        return np.zeros((0, 1, 1), np.float32), pd.DataFrame(columns=["row", "track_id", "view", "segment", "offset_s"])
-    array = np.load(out / "views.npy", mmap_mode="r")
-    index = pd.read_csv(out / "views.csv", dtype={"track_id": str})
-    if len(index) != len(array):
-        raise FeatureError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
-    return array, index

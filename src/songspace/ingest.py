@@ -14,7 +14,6 @@ found by its audio key). This module is the one reader and writer of tracks.csv
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from songspace import checkstore
+from songspace import skipped as skipped_list
 from songspace.audio import AUDIO_EXTENSIONS, BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
 from songspace.config import Params
 from songspace.errors import UserError
@@ -37,7 +37,6 @@ REQUIRED_COLUMNS = (
 # a table without tags reads with them empty, one without audio keys with its sha1 as the key
 TRACK_COLUMNS = (*REQUIRED_COLUMNS, "audio_key", *TAG_COLUMNS)
 TEXT_COLUMNS = ("track_id", "path", "label", "group", "sha1", "audio_key", *TAG_COLUMNS)  # text, never numbers
-SKIPPED_COLUMNS = ("path", "reason", "detail")
 ALIAS_COLUMNS = ("path", "track_id")
 # Why a file was left out, most basic first.
 REASONS = {
@@ -306,7 +305,7 @@ def find_in_corpus(corpus_csv: str | Path) -> Found:
 @dataclass
 class Ingested:
     tracks: pd.DataFrame   # TRACK_COLUMNS, sorted by track_id
-    skipped: pd.DataFrame  # SKIPPED_COLUMNS
+    skipped: pd.DataFrame  # skipped.COLUMNS (track_id empty: these files never became tracks)
     aliases: pd.DataFrame  # ALIAS_COLUMNS: duplicate paths -> the track kept
     report: dict
     reuse: checkstore.Reuse | None = None  # what earlier runs had checked (not in the report:
@@ -366,8 +365,7 @@ def assemble(found: Found, checks: list[FileCheck], source: str) -> Ingested:
                      chk.audio_key or chk.sha1, *(chk.tags or ("",) * len(TAG_COLUMNS))))
     tracks = pd.DataFrame(rows, columns=list(TRACK_COLUMNS)).sort_values(
         "track_id", kind="stable").reset_index(drop=True)
-    skipped_df = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).sort_values(
-        ["reason", "path"], kind="stable").reset_index(drop=True)
+    skipped_df = skipped_list.table({"path": p, "reason": r, "detail": d} for p, r, d in skipped)
     per_label = tracks["label"].value_counts().sort_index()
     report = {
         "source": source,
@@ -460,7 +458,7 @@ def write(lib: Ingested, out_dir: str | Path, reports_dir: str | Path) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
     write_tracks(lib.tracks, out_dir / "tracks.csv")
     write_aliases(lib.aliases, out_dir / "aliases.csv")
-    lib.skipped.to_csv(reports_dir / "skipped.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    skipped_list.write(lib.skipped, reports_dir / skipped_list.FILE_NAME)
     with (reports_dir / "ingest.json").open("w") as f:
         json.dump(lib.report, f, indent=2)
         f.write("\n")
@@ -541,7 +539,7 @@ def read_tracks(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) 
 
 __all__ = [
     "ALIAS_COLUMNS", "BadAudio", "Candidate", "FileCheck", "Found", "IngestError", "Ingested",
-    "REASONS", "SKIPPED_COLUMNS", "Scan", "TRACK_COLUMNS", "UNLABELLED", "assemble",
+    "REASONS", "Scan", "TRACK_COLUMNS", "UNLABELLED", "assemble",
     "check_file", "check_files", "find_in_corpus", "find_in_folder", "ingest", "problems",
     "read_labels_csv", "read_tracks", "scan", "sha1_of", "summary", "walk_audio", "write",
     "write_tracks",

@@ -27,6 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from songspace import compute, features, models, persong
+from songspace import skipped as skipped_list
 from songspace.config import ModelParams, Params
 from songspace.groundtruth import halves as halves_mod
 from songspace.models import musicnn
@@ -102,7 +103,7 @@ def fill_store(tracks: pd.DataFrame, keys: pd.Series, params: Params, progress: 
 
 def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
     """Fill the store, then write the stage's files under `out_dir`; returns the skipped tracks
-    (track_id, path, reason)."""
+    (a `skipped.table`)."""
     keys = song_key(tracks)
     failed = fill_store(tracks, keys, params, progress)
     the_plan = plan(params)
@@ -110,8 +111,8 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = ~keys.isin(set(failed))
-    skipped = pd.DataFrame({"track_id": tracks["track_id"][~ok], "path": tracks["path"][~ok],
-                            "reason": keys[~ok].map(failed)}, columns=["track_id", "path", "reason"])
+    skipped = skipped_list.table({"track_id": t, "path": p, "reason": skipped_list.UNUSABLE, "detail": failed[k]}
+                                 for t, p, k in zip(tracks["track_id"][~ok], tracks["path"][~ok], keys[~ok]))
     kept = tracks[ok].reset_index(drop=True)
     kkeys = keys[ok].tolist()
     ids = kept["track_id"].astype(str).tolist()
@@ -125,7 +126,7 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
     if ckpt is not None:
         _write_trunk(out, ckpt, the_plan, products, songs("trunk outputs"))
     _write_baselines(out, the_plan, products, songs("baselines"))
-    skipped.to_csv(out / "skipped.csv", index=False)
+    skipped_list.write(skipped, out / skipped_list.FILE_NAME)
     per_song = {name: p.bytes(kkeys) / max(1, len(set(kkeys))) for name, p in products.items()}
     (out / "store.json").write_text(json.dumps(
         {"songs": len(set(kkeys)), "store_bytes_per_song": {k: round(v) for k, v in per_song.items()},

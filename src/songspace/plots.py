@@ -7,12 +7,15 @@ writes one file and returns its path. Matplotlib runs on the Agg backend (no dis
 * `baseline_bars`: best cell of the model and of each baseline, CI error bars, chance line;
 * `embedding_map`: test tracks in 2-D (t-SNE on the best cell's distances, or PCA), by label;
 * `confusion_heatmap`: which label pairs the wrong answers put together;
-* `write_grid_csv`, `write_baselines_csv`, `write_confusion_csv`: the same data, tidy.
+* `write_grid_csv`, `write_baselines_csv`, `write_confusion_csv`: the same data, tidy;
+* `plot_augmentations`: one clip's log-mel before and after each augmentation (the `augment`
+  stage's figure).
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,6 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+
+if TYPE_CHECKING:
+    from songspace.config import AugmentParams, FeatureParams
 
 CHANCE = 1.0 / 3.0
 DPI = 120
@@ -234,3 +240,111 @@ def confusion_heatmap(
                  f"{wrong:.1f} wrong quartets in all (ties count by their chance)")
     fig.colorbar(im, ax=ax, label="wrong answers (expected count)")
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- the augmentations
+
+
+def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
+    """The `db` front end's log-mel: `(samples,)` -> `(n_mels, frames)`."""
+    from songspace import features
+
+    return features.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
+
+
+def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:
+    """Centre frequency (Hz) of each mel bin, HTK mel scale as torchaudio's default."""
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    points = np.linspace(mel(fp.f_min), mel(fp.f_max), fp.n_mels + 2)[1:-1]
+    return 700.0 * (10.0 ** (points / 2595.0) - 1.0)
+
+
+def plot_augmentations(
+    wave: np.ndarray,
+    rate: int,
+    feature_params: FeatureParams,
+    params: AugmentParams,
+    out_png: str | Path,
+    seed: int = 0,
+) -> Path:
+    """One clip's log-mel before and after each augmentation, each at its strongest setting.
+
+    wave: mono float32 `(samples,)` at `rate` Hz (resampled to features.sample_rate if needed).
+    One panel per augmentation, titled with its strength, shared dB colour scale, time in
+    seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
+    positions) comes from `seed`. Writes and returns `out_png`.
+    """
+    import math
+
+    import torch
+    import torchaudio.functional as AF
+
+    from songspace import augment as A
+
+    A.validate(params)
+    fp = feature_params
+    sr = fp.sample_rate
+    x = A.as_wave(wave).numpy()
+    if rate != sr:
+        g = math.gcd(int(rate), int(sr))
+        x = AF.resample(torch.from_numpy(x), rate // g, sr // g).numpy()
+    base = torch.from_numpy(_logmel(x, fp))
+    gen = torch.Generator().manual_seed(seed)
+    ps, ts, rs = params.pitch_shift, params.time_stretch, params.resample
+    nz, rm, tm, fm = params.noise, params.random_mask, params.time_mask, params.freq_mask
+    low_rate = int(A.low_rates(sr, rs.min_rate)[0])
+    stretch = 1.0 + ts.max_change
+    # (title, log-mel (n_mels, frames), masked bands to outline as (axis, start, stop))
+    panels = [
+        ("original", base, []),
+        (f"pitch shift +{ps.max_semitones:g} semitones",
+         _logmel(A.pitch_shift(x, sr, ps.max_semitones), fp), []),
+        (f"time stretch rate {stretch:g} (faster)", _logmel(A.time_stretch(x, stretch, sr), fp), []),
+        (f"resample via {low_rate} Hz (band limit {low_rate / 2000:g} kHz)",
+         _logmel(A.resample_band_limit(x, sr, low_rate), fp), []),
+        (f"noise, strength {nz.strength:g} x spectrogram std", A.noise(base, nz.strength, gen), []),
+        (f"random mask, p = {rm.p:g} per bin", A.random_mask(base, rm.p, gen), []),
+    ]
+    # SpecAugment masks at their widest (training draws widths in [0, max]), outlined because
+    # a band at the mean hides among mid-level bins.
+    for axis, name, unit, width, count in ((2, "time", "frames", tm.max_frames, tm.count),
+                                            (1, "freq", "mel bins", fm.max_bins, fm.count)):
+        size = base.shape[axis - 1]
+        width = min(width, size)
+        starts = (torch.rand((1, count), generator=gen) * (size - width + 1)).long()
+        masked = A.fill_bands(base[None], starts, torch.full_like(starts, width), axis)[0]
+        outline = [(axis, int(a), int(a) + width) for a in starts[0]]
+        panels.append((f"{name} mask, {count} x {width} {unit} (max; outlined)", masked, outline))
+    vmin, vmax = float(base.min()), float(base.max())
+    seconds = x.size / sr
+    hop_s = fp.hop_length / sr
+    centres = _mel_centres_hz(fp)
+    ticks = np.linspace(0, fp.n_mels - 1, 5).round().astype(int)
+
+    fig, axes = plt.subplots(4, 2, figsize=(13, 11), sharex=True, sharey=True, layout="constrained")
+    for ax, (title, spec, outline) in zip(axes.flat, panels):
+        spec = np.asarray(spec)
+        for axis, lo, hi in outline:
+            span = ax.axvspan(lo * hop_s, hi * hop_s) if axis == 2 else ax.axhspan(lo - 0.5, hi - 0.5)
+            span.set(fill=False, edgecolor="cyan", linestyle="--", linewidth=1.2)
+        image = ax.imshow(
+            spec, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+            extent=(0, spec.shape[1] * hop_s, -0.5, fp.n_mels - 0.5), interpolation="nearest",
+        )
+        ax.set_title(title, fontsize=11)
+        ax.set_xlim(0, max(seconds, seconds / stretch) + hop_s)
+        ax.set_yticks(ticks, [f"{centres[t]:.0f} Hz (bin {t})" for t in ticks], fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mel bin (centre frequency)")
+    fig.colorbar(image, ax=axes, shrink=0.6, label="log-mel power (dB)")
+    fig.suptitle(
+        f"Augmentations at their strongest settings ({seconds:.1f} s clip, {sr} Hz, seed {seed})",
+        fontsize=13,
+    )
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import augment, embed, evaluate, features, groundtruth, ingest, library_features, losses, models
-from . import checkpoint
+from . import checkpoint, codegraph
+from . import views as cached_views
 from .checkpoint import load as read_checkpoint
 from .config import AugmentParams, FeatureParams, Params
 
@@ -135,7 +136,7 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     shape = (0, spectra.fe.n_mels, spectra.fe.segment_frames) if spectra is not None else (0, 1, 1)
     views, vindex = np.zeros(shape, np.float32), None
     if views_dir is not None:
-        views, vindex = features.load_views(views_dir)
+        views, vindex = cached_views.load_views(views_dir)
     vrows = features.rows_by_track(vindex) if vindex is not None and len(vindex) else {}
     view_rows = [vrows.get(t, np.zeros(0, int)) for t in train_tracks]
     trip = groundtruth.read_triplets(gt / "train_triplets.csv")
@@ -239,9 +240,11 @@ class TrackSamples(_Samples):
         return x, torch.tensor(self.data.train_labels[track])
 
 
-# The code a run's result depends on: a change in any of these starts training afresh.
-_TRAINING_CODE = ("train.py", "losses.py", "augment.py", "embed.py", "features.py", "groundtruth/halves.py",
-                  "models/__init__.py", "models/cnn.py", "models/resnet.py", "models/musicnn.py")
+def training_code() -> list[Path]:
+    """The code a run's result depends on: this module and every package module it imports,
+    transitively (`codegraph.code_files`; the train stage's deps in dvc.yaml are checked against
+    the same walk). A change in any of them starts training afresh."""
+    return codegraph.code_files(__name__)
 
 
 def run_identity(params: Params, data: TrainData) -> str:
@@ -256,9 +259,8 @@ def run_identity(params: Params, data: TrainData) -> str:
             "train": dataclasses.asdict(params.train), "augment": dataclasses.asdict(params.augment),
             "features": dataclasses.asdict(params.features)}
     h.update(json.dumps(keys, sort_keys=True).encode())
-    here = Path(__file__).parent
-    for name in _TRAINING_CODE:
-        h.update((here / name).read_bytes())
+    for path in training_code():
+        h.update(path.read_bytes())
     h.update(json.dumps([data.train_tracks, data.val_tracks]).encode())
     for arr in (data.triplets, data.train_labels, data.val_quartets, data.val_odd):
         h.update(np.ascontiguousarray(arr).tobytes())

@@ -319,7 +319,9 @@ class Library:
     # ------------------------------------------------------------ facts
 
     def info(self) -> dict:
-        """Facts about the index: model, size, cell, index type, build time, recall, freshness."""
+        """Facts about the index: model, size, cell, index type, recall, freshness, and when its
+        folder was last written (meta.json's modification time: the files hold no clock time)."""
+        from songspace.index.files import FILES
         from songspace.index.store import StaleIndex
 
         meta = dict(self.index.meta)
@@ -348,9 +350,18 @@ class Library:
             "index_type": meta.get("searcher"),
             "exact": meta.get("exact"),
             "recall_at_10": recall.get("recall_at_k"),
-            "built_at": meta.get("built_at"),
-            "build_seconds": meta.get("build_seconds"),
-            "updated_at": meta.get("updated_at"),
+            "written_at": _modified_at(self.index_path / FILES["meta"]),
             "dim": self.index.dim,
         }
 
+
+
+def _modified_at(path: Path) -> str | None:
+    """A file's modification time, UTC, to the second (None when it cannot be read)."""
+    import datetime as dt
+
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        return None
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="seconds")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from songspace import distances, scalers
+from songspace.errors import one_line
 from songspace.index.errors import IndexNotFound
 from songspace.tags import TAG_COLUMNS
 from songspace.index.forms import _FAISS_METRICS, FORMS, BruteForce, new_searcher
@@ -137,7 +138,7 @@ def _read_tracks(path: Path) -> pd.DataFrame:
     try:
         tracks = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise _damaged(path, f"unreadable track table ({str(err).strip() or type(err).__name__})") from None
+        raise _damaged(path, f"unreadable track table ({one_line(err)})") from None
     missing = [c for c in TRACK_TABLE if c not in tracks.columns]
     if missing:
         raise _damaged(path, f"missing column(s) {', '.join(missing)} (expected {', '.join(TRACK_TABLE)})")
@@ -154,7 +155,7 @@ def _read_embeddings(path: Path, tracks: pd.DataFrame) -> np.ndarray:
     try:
         emb = np.load(path, allow_pickle=False)
     except READ_ERRORS as err:
-        raise _damaged(path, f"unreadable embeddings ({str(err).strip() or type(err).__name__})") from None
+        raise _damaged(path, f"unreadable embeddings ({one_line(err)})") from None
     if isinstance(emb, np.lib.npyio.NpzFile):
         emb.close()
     if not isinstance(emb, np.ndarray) or emb.dtype.kind != "f" or emb.ndim != 2 or emb.shape[1] == 0:
@@ -180,7 +181,7 @@ def _read_state(path: Path, distance: str, shape: tuple[int, int]) -> tuple[np.n
         with z:
             state = {k: z[k] for k in z.files}
     except READ_ERRORS as err:
-        raise _damaged(path, f"unreadable index state ({str(err).strip() or type(err).__name__})") from None
+        raise _damaged(path, f"unreadable index state ({one_line(err)})") from None
     fitted_on = state.get("fitted_on")
     if fitted_on is None or fitted_on.dtype != bool or fitted_on.shape != (shape[0],) or not fitted_on.any():
         raise IndexNotFound(f"{path.parent}: inconsistent index (no fitted rows for its {shape[0]} "
@@ -206,8 +207,7 @@ def _read_vectors(path: Path, distance: str, n: int, dim: int, ctx: dict):
     try:
         searcher = read(str(path))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
-        raise IndexNotFound(f"{path}: corrupt or truncated faiss index ({first}); {REBUILD}") from None
+        raise IndexNotFound(f"{path}: corrupt or truncated faiss index ({one_line(err)}); {REBUILD}") from None
     want = new_searcher(distance, dim, ctx)
     if searcher.d != want.d:
         raise _damaged(path, f"holds vectors of width {searcher.d}, but the {dim}-wide embeddings "

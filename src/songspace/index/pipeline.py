@@ -26,7 +26,8 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
 
     params: the `config.Params` (index.*, evaluate.minkowski_p, seed). The scaler is fitted on
     the tracks splits_csv marks `train`. Tracks without segments (skipped as undecodable by
-    the features stage) are not indexed. device: cpu, cuda or auto (cuda when available).
+    the features stage) are not indexed. device: cpu, cuda or auto (cuda when available); it
+    and the time embedding took go to the index's `timings`, not to its files.
     """
     from songspace import embed, features, library_features, models
 
@@ -60,13 +61,13 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
         train = set(splits.loc[splits["split"] == "train", "track_id"])
     mask = tracks["track_id"].isin(train).to_numpy()
     identity = checkpoint.identity(model_path, meta.get("model_name"))
-    extra = {"chosen_by": chosen, "embed_seconds": round(embed_s, 3), "device": str(device),
-             "feature_params": dataclasses.asdict(meta["feature_params"]),
+    extra = {"chosen_by": chosen, "feature_params": dataclasses.asdict(meta["feature_params"]),
              "sources": {"features": str(features_dir), "tracks": str(tracks_csv),
                          "splits": str(splits_csv)}}
     built = SongIndex.build(emb, tracks, mask, distance, scaler, params.evaluate.minkowski_p,
                             ip.approximate_above, ip.hnsw_m, ip.hnsw_ef_search, identity,
                             seed=params.seed, progress=progress, extra_meta=extra)
+    built.timings.update(embed_seconds=embed_s, device=device)
     if added_csv is not None:
         _take_in_added(built, read_added(added_csv), model, meta["feature_params"], device)
     return built

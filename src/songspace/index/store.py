@@ -6,13 +6,12 @@ are fitted on the *training* tracks' embeddings, as in evaluation, then every tr
 library is scaled, mapped onto faiss (`forms`) and added.
 
 On disk an index is a folder (`files`: meta.json with the model identity, the cell, the index
-type, build time and recall; tracks.csv; embeddings.npy; state.npz; vectors.faiss), replaced
+type and recall; tracks.csv; embeddings.npy; state.npz; vectors.faiss), replaced
 whole under its lock (`folder`). The checkpoint's sha256 is checked on opening, so an index
 built with another model is refused (`StaleIndex`), never silently used.
 """
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,9 @@ class SongIndex:
     tracks: one row per indexed track (`TRACK_TABLE`), row i <-> faiss id i <-> embeddings[i].
     embeddings: raw model embeddings (n, d) float32. scaler: the fitted scaler; ctx: the
     distance's fitted context (`distances.fit_context`). searcher: the faiss index (or
-    `BruteForce`). meta: JSON-able facts (model identity, build time, recall, ...).
+    `BruteForce`). meta: JSON-able facts (model identity, cell, recall, ...), written to
+    meta.json: no wall-clock time or timing, so the same inputs write the same bytes.
+    timings: how long this process took to build it (seconds, by step; never written).
     """
 
     distance: str
@@ -97,6 +98,7 @@ class SongIndex:
     searcher: object
     meta: dict = field(default_factory=dict)
     fitted_on: np.ndarray | None = None   # (n,) bool: the rows the scaler and context were fitted on
+    timings: dict = field(default_factory=dict)
 
     @property
     def n_tracks(self) -> int:
@@ -177,11 +179,10 @@ class SongIndex:
             exact = new_searcher(distance, emb.shape[1], ctx, approximate=False)
             exact.add(vecs)
             meta["recall"] = measure_recall(searcher, exact, vecs, distance, ctx, emb.shape[1], seed=seed)
-        meta["build_seconds"] = round(time.perf_counter() - t0, 3)
-        meta["built_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         meta["added_tracks"] = 0
         meta.update(extra_meta or {})
         index.meta = meta
+        index.timings["build_seconds"] = time.perf_counter() - t0
         return index
 
     def search(self, raw_queries: np.ndarray, k: int = 10,
@@ -223,7 +224,6 @@ class SongIndex:
         self.tracks = pd.concat([self.tracks, table], ignore_index=True)
         self.meta["n_tracks"] = self.n_tracks
         self.meta["added_tracks"] = int(self.meta.get("added_tracks", 0)) + len(table)
-        self.meta["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
     @property
     def added(self) -> pd.DataFrame:

@@ -34,6 +34,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
+from songspace.errors import one_line
 from songspace.models.cnn import ModelError
 from songspace.models.tfcheckpoint import CheckpointError, read_bundle
 
@@ -316,8 +317,7 @@ def load_weights(model: Musicnn, name: str) -> Musicnn:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{folder}: does not fit musicnn ({first}); {reinstall}") from None
+        raise CheckpointError(f"{folder}: does not fit musicnn ({one_line(err)}); {reinstall}") from None
     return model
 
 
