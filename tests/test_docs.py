@@ -304,7 +304,7 @@ def test_code_layout_names_every_module():
     packages = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
     rows = layout_rows()
     assert set(rows) == modules | packages, (
-        f"not in the table: {sorted(modules | packages - set(rows))}; "
+        f"not in the table: {sorted((modules | packages) - set(rows))}; "
         f"in the table but not in src/songspace: {sorted(set(rows) - modules - packages)}")
     for name in packages:
         for sub in (package / name).glob("*.py"):
