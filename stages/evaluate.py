@@ -24,7 +24,7 @@ def main() -> None:
 
     model, meta = embed.load_checkpoint(args.model)
     ckpt = library_features.trunk_checkpoint(meta["model_params"])
-    halves = params.data.labels == "none"  # no labels: judged on the test tracks' halves
+    halves = groundtruth.halves.in_use(params.data)  # no labels, no judgements: judged on halves
     if ckpt is not None:
         # the frozen trunk's stored outputs (halves included): the trunk never runs again here
         catalog = library_features.load_trunk(args.features, ckpt)

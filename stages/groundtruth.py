@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     gt = groundtruth.build(
         tracks, p.seed, p.split.test_fraction, p.split.val_fraction,
         p.groundtruth.test_quartets, p.groundtruth.val_quartets, p.groundtruth.train_triplets,
-        annotations, p.split.method, p.groundtruth.min_val_quartets, halves=p.data.labels == "none",
+        annotations, p.split.method, p.groundtruth.min_val_quartets, halves=groundtruth.halves.in_use(p.data),
         open_set_labels=p.split.open_set_labels if p.split.open_set else None)
     if annotations is not None:
         agreement = groundtruth.annotator_agreement(rows, lookup)

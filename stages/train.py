@@ -6,7 +6,7 @@ import sys
 
 from dvclive import Live
 
-from songspace import config, errors, library_features, models, train
+from songspace import config, errors, groundtruth, library_features, models, train
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     params = config.load(args.params)
     data = train.load_data(args.features, args.groundtruth, args.tracks, args.views,
                            frontend=models.input_frontend(params.model_params), feature_params=params.features,
-                           self_supervised=params.data.labels == "none",
+                           self_supervised=groundtruth.halves.in_use(params.data),
                            trunk=library_features.trunk_checkpoint(params)
                            if library_features.trains_on_trunk(params) else None)
     for what, n in data.dropped.items():

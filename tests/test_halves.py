@@ -72,6 +72,26 @@ def test_a_self_supervised_run_learns_to_match_a_tracks_halves(tmp_path):
     assert len(accs) == 4 and all(np.isfinite(accs)) and max(accs) > 1 / 3
 
 
+def test_judgements_without_labels_train_from_their_triplets_not_from_halves(tmp_path):
+    from songspace import config
+
+    assert halves.in_use(config.DataParams(labels="none"))
+    assert not halves.in_use(config.DataParams(labels="none", quartets="judged.csv"))
+    assert not halves.in_use(config.DataParams(labels="folders"))
+    params, paths = make_project(tmp_path, tracks_per_label=6, train={"epochs": 1, "num_workers": 0,
+                                                                      "steps_per_epoch": 3})
+    # no labels: the tracks table says nothing, the triplets (as quartets give them) are all there is
+    tracks = pd.read_csv(paths["tracks"], dtype=str).assign(label=UNLABELLED)
+    tracks.to_csv(paths["tracks"], index=False)
+    data = train.load_data(paths["features"], paths["groundtruth"], paths["tracks"], paths["views"],
+                           self_supervised=halves.in_use(config.DataParams(labels="none", quartets="q.csv")))
+    assert not data.self_supervised and data.n_labels == 1 and len(data.triplets) > 0
+    plan = train.plan_batches(params, data)
+    assert plan.sampler == "triplets" and plan.make is train.TripletSamples
+    result = train.fit(params, data, tmp_path / "models", progress=False)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])
+
+
 @pytest.mark.slow
 def test_the_evaluate_stage_judges_halves_without_labels(tmp_path):
     import json

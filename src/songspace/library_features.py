@@ -55,7 +55,7 @@ def trains_on_trunk(params: Params) -> bool:
 def plan(params: Params) -> persong.Plan:
     """What every song needs under `params`."""
     logmels = () if trains_on_trunk(params) else (models.input_frontend(params.model_params),)
-    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, params.data.labels == "none")
+    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, halves_mod.in_use(params.data))
 
 
 def song_key(tracks: pd.DataFrame) -> pd.Series:

@@ -18,6 +18,14 @@ from songspace.groundtruth.files import QUARTET_COLUMNS
 HALF_MARKS = ("@1/2", "@2/2")   # appended to a track id: its first and its second half
 
 
+def in_use(data) -> bool:
+    """Whether a run with these `data` params (`config.DataParams`) trains and is judged on halves:
+    no labels and no judgements. With a quartet file and no labels, the judgements are the only
+    ground truth: training draws its triplets from them and the test quartets are judged as
+    they are."""
+    return data.labels == "none" and not data.quartets
+
+
 def half_ids(track_id: str) -> tuple[str, str]:
     """The ids of a track's first and second half."""
     return track_id + HALF_MARKS[0], track_id + HALF_MARKS[1]
