@@ -111,5 +111,5 @@ GAMES_2 = (
 
 LIBRARIES = {
     1: Library(GAMES_1, min_per_game=8),
-    2: Library(GAMES_2, min_per_game=5),
+    2: Library(GAMES_2, min_per_game=5, max_per_game=64),
 }
