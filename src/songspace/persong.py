@@ -30,10 +30,10 @@ import torch
 from songspace import audio, features, songstore
 from songspace.config import FeatureParams
 from songspace.groundtruth import halves as halves_mod
-from songspace.models import musicnn
+from songspace.models import musicnn, musicnn_weights
 
 CODE = songstore.code_files("audio", "features", "persong")
-NETWORK_CODE = songstore.code_files("models.musicnn", "models.tfcheckpoint")
+NETWORK_CODE = songstore.code_files("models.musicnn", "models.musicnn_weights", "models.tfcheckpoint")
 BASELINE_CODE = songstore.code_files("evaluate.baselines")
 
 
@@ -58,7 +58,7 @@ class Plan:
         for part in self.parts:
             out[f"handcrafted{part}"] = songstore.Product(root, f"handcrafted{part}", fp, CODE + BASELINE_CODE)
             for ckpt in self.networks:
-                files = tuple(str(p) for p in sorted(musicnn.checkpoint_dir(ckpt).iterdir()) if p.is_file())
+                files = tuple(str(p) for p in sorted(musicnn_weights.checkpoint_dir(ckpt).iterdir()) if p.is_file())
                 out[f"trunk{part}-{ckpt}"] = songstore.Product(
                     root, f"trunk{part}-{ckpt}", {**grid, "checkpoint": ckpt}, CODE + NETWORK_CODE, files)
         return out
