@@ -247,9 +247,9 @@ def confusion_heatmap(
 
 def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
     """The `db` front end's log-mel: `(samples,)` -> `(n_mels, frames)`."""
-    from songspace import features
+    from songspace import frontends
 
-    return features.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
+    return frontends.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
 
 
 def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:

@@ -32,6 +32,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
+from songspace.frontends import Frontend as InputFrontend
 from songspace.models.cnn import ModelError
 from songspace.models.musicnn_weights import CHECKPOINTS, load_weights
 
@@ -84,6 +85,23 @@ def logmel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     ).to(wave.device)
     power = mel(wave).half().float()
     return torch.log10(LOG_GAIN * power + 1.0)
+
+
+class MusicnnInput(InputFrontend):
+    """musicnn's front end as a `frontends.Frontend`: `logmel`, fixed by the pretrained weights."""
+
+    def n_fft(self, params=None) -> int:
+        return N_FFT
+
+    def frame_values(self, wave: torch.Tensor, params=None) -> torch.Tensor:
+        return logmel(wave)
+
+    def spectrogram(self, wave: torch.Tensor | np.ndarray, params=None) -> np.ndarray:
+        with torch.no_grad():
+            return logmel(wave).numpy()
+
+
+FRONTEND = MusicnnInput("musicnn", SAMPLE_RATE, HOP_LENGTH, N_MELS, WINDOW_FRAMES)
 
 
 # ---------------------------------------------------------------- network
@@ -205,7 +223,7 @@ class Musicnn(nn.Module):
     windows of `WINDOW_FRAMES`. `n_tags=None` leaves the tag layer out (a backbone).
     """
 
-    input_frontend = "musicnn"      # needs `logmel`, not the features stage's log-mel
+    input_frontend = FRONTEND.name  # needs `logmel`, not the features stage's log-mel
     normalise_input = False         # its first layer is a batch norm with trained statistics
 
     def __init__(self, n_tags: int | None = N_TAGS):
@@ -238,7 +256,7 @@ class Penultimate(nn.Module):
     """A pretrained musicnn as a fixed embedder: `(batch, 1, 96, frames)` -> its 200-unit
     penultimate layer `(batch, 200)` (the untrained-embedding baseline)."""
 
-    input_frontend = "musicnn"
+    input_frontend = FRONTEND.name
 
     def __init__(self, net: Musicnn):
         super().__init__()
@@ -273,7 +291,7 @@ class MusicnnEmbedding(nn.Module):
     pretrained layers (`models.param_groups`).
     """
 
-    input_frontend = "musicnn"
+    input_frontend = FRONTEND.name
     normalise_input = False
 
     def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
