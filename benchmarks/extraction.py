@@ -22,7 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from benchmarks.harness import item, median, paired_runs, side, single_thread
-from songspace import audio, features
+from songspace import audio, features, frontends
 from songspace.config import FeatureParams
 
 # Goals (what the project promises; an item records whether this run met them).
@@ -138,7 +138,7 @@ def librosa_logmel(path: str | Path, params: FeatureParams) -> np.ndarray:
     mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=params.n_fft, hop_length=params.hop_length,
                                          n_mels=params.n_mels, fmin=params.f_min, fmax=params.f_max, power=2.0,
                                          htk=True, norm=None)  # torchaudio's mel scale
-    return librosa.power_to_db(mel, top_db=features.TOP_DB).astype(np.float32)
+    return librosa.power_to_db(mel, top_db=frontends.TOP_DB).astype(np.float32)
 
 
 def _librosa_job(job: tuple[str, FeatureParams]) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from songspace import augment as A
-from songspace import plots
+from songspace import plots, specaugment
 from songspace.config import AugmentParams, FeatureParams
 
 RATE = 16000
@@ -247,7 +247,7 @@ def test_band_mask_matches_a_loop():
         for j in range(3):
             for t in range(starts[i, j], min(94, starts[i, j] + widths[i, j])):
                 expected[i, t] = True
-    assert torch.equal(A._band_mask(starts, widths, 94), expected)
+    assert torch.equal(specaugment._band_mask(starts, widths, 94), expected)
 
 
 def test_noise_scales_with_each_items_own_std(spec):

@@ -101,7 +101,7 @@ def test_missing_or_damaged_musicnn_weights_are_named_as_such(tmp_path, monkeypa
     import shutil
 
     from songspace import config
-    from songspace.models import musicnn
+    from songspace.models import musicnn, musicnn_weights
 
     raw = {**TINY_PARAMS, "model": "mm", "features": {**TINY_PARAMS["features"], "n_mels": musicnn.N_MELS},
            "models": {"mm": {"arch": "musicnn", "pretrained": "MSD_musicnn", "freeze": "backbone"}}}
@@ -116,11 +116,11 @@ def test_missing_or_damaged_musicnn_weights_are_named_as_such(tmp_path, monkeypa
     (weights.parent / "__init__.py").write_text("")
     if damage == "truncated":
         for part in (".index", ".data-00000-of-00001"):
-            shutil.copy(musicnn.checkpoint_dir("MSD_musicnn") / part, weights / part)
+            shutil.copy(musicnn_weights.checkpoint_dir("MSD_musicnn") / part, weights / part)
         data = weights / ".data-00000-of-00001"
         data.write_bytes(data.read_bytes()[:1000])
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert musicnn.checkpoint_dir("MSD_musicnn") == weights
+    assert musicnn_weights.checkpoint_dir("MSD_musicnn") == weights
     song = write_tone(tmp_path / "song.wav", seconds=4.0)
     code = main(["embed", str(song), "--model", str(ckpt), "-o", str(tmp_path / "out.npy")])
     err = capsys.readouterr().err.strip().splitlines()

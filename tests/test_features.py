@@ -5,7 +5,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from songspace import audio, features
+from songspace import audio, features, filesegments, frontends
 from songspace.config import FeatureParams
 
 P = FeatureParams(segment_seconds=1.0, segment_hop_seconds=1.0, max_segments=8, n_mels=32,
@@ -28,7 +28,7 @@ def test_whole_track_equals_its_decoded_file(tone_file):
     """The stored whole-track log-mel is the front end applied to the whole decoded file."""
     path = tone_file(freqs=(300.0, 2000.0), seconds=5.0, rate=22050, channels=2)
     spec = features.track_spectrogram(path, DB, P)
-    ref = features.logmel(audio.load(path, P.sample_rate), P).numpy()
+    ref = frontends.logmel(audio.load(path, P.sample_rate), P).numpy()
     assert np.array_equal(spec, ref)
 
 
@@ -113,7 +113,7 @@ def test_file_segments_match_the_library_path(tmp_path, tone_file):
     tracks = pd.DataFrame({"track_id": ["x"], "path": [str(path)]})
     spectra, _ = features.extract_library(tracks, P, workers=1, progress=False)
     lib = spectra.segments()[0][:]
-    one = features.file_segments(path, DB, P)
+    one = filesegments.file_segments(path, DB, P)
     assert one.shape == lib.shape and np.allclose(one, lib, atol=0.05)  # float16 storage
 
 

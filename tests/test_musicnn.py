@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from songspace import config, losses, models
-from songspace.models import musicnn, tfcheckpoint
+from songspace.models import musicnn, musicnn_weights, tfcheckpoint
 from songspace.errors import UserError
 from songspace.models.tfcheckpoint import CheckpointError
 
@@ -61,7 +61,7 @@ def test_our_frontend_and_network_match_the_original_from_audio(pretrained):
 
 @pytest.mark.parametrize("name", musicnn.CHECKPOINTS)
 def test_checkpoint_variables_are_the_originals(name):
-    tensors = tfcheckpoint.read_bundle(musicnn.checkpoint_dir(name))
+    tensors = tfcheckpoint.read_bundle(musicnn_weights.checkpoint_dir(name))
     listed = sorted(f"{k} {list(v.shape)}" for k, v in tensors.items())
     assert listed == sorted(REFERENCE[f"{name}/variables"])
     assert all(v.dtype == np.float32 for v in tensors.values())
@@ -92,7 +92,7 @@ def bundle_copy(tmp_path):
     folder = tmp_path / "MSD_musicnn"
     folder.mkdir()
     for part in (".index", ".data-00000-of-00001"):
-        shutil.copy(musicnn.checkpoint_dir("MSD_musicnn") / part, folder / part)
+        shutil.copy(musicnn_weights.checkpoint_dir("MSD_musicnn") / part, folder / part)
     return folder
 
 
@@ -133,7 +133,7 @@ def test_a_bundle_of_other_variables_is_not_musicnn(bundle_copy):
     tensors = tfcheckpoint.read_bundle(bundle_copy)
     del tensors["dense/kernel"]
     with pytest.raises(CheckpointError, match="dense/kernel"):
-        musicnn.state_dict_from_tf(tensors)
+        musicnn_weights.state_dict_from_tf(tensors)
 
 
 # ---------------------------------------------------------------- the registry's backbone

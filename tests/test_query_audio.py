@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from songspace import audio, features
+from songspace import audio, features, filesegments, frontends
 from songspace.cli import main
 from songspace.config import FeatureParams
 from tests.conftest import write_tone
@@ -23,7 +23,7 @@ P = FeatureParams(segment_seconds=1.0, segment_hop_seconds=1.0, max_segments=4, 
                   n_fft=512, hop_length=256)
 
 
-def whole_track_segments(path: Path, fe: features.Frontend, params: FeatureParams) -> np.ndarray:
+def whole_track_segments(path: Path, fe: frontends.Frontend, params: FeatureParams) -> np.ndarray:
     """The library path for one file: the whole track's spectrogram, then its segments."""
     spec = features.track_spectrogram(path, fe, params)
     spectra = features.Spectra(np.ascontiguousarray(spec.T), pd.DataFrame(
@@ -53,15 +53,15 @@ def sparse_wav(path: Path, claimed_seconds: float, rate: int = 16000) -> Path:
     ("long.flac", dict(seconds=9.3, rate=44100, channels=2)),    # thinned to max_segments
     ("sparse.mp3", dict(seconds=26.0, rate=32000)),              # musicnn: each segment alone
 ])
-@pytest.mark.parametrize("block_seconds", [features.QUERY_BLOCK_SECONDS, 2.1])
+@pytest.mark.parametrize("block_seconds", [filesegments.QUERY_BLOCK_SECONDS, 2.1])
 def test_query_segments_equal_the_library_path(tone_file, monkeypatch, frontend, name, kw, block_seconds):
     """Every way of decoding a query (segment by segment, or one pass in blocks, segments
     straddling block edges) gives the library's segments."""
-    monkeypatch.setattr(features, "QUERY_BLOCK_SECONDS", block_seconds)
+    monkeypatch.setattr(filesegments, "QUERY_BLOCK_SECONDS", block_seconds)
     path = tone_file(name, freqs=(310.0, 1900.0), **kw)
     fe = features.frontend(frontend, P)
     ref = whole_track_segments(path, fe, P)
-    got = features.file_segments(path, fe, P, max_seconds=features.DEFAULT_MAX_QUERY_SECONDS)
+    got = filesegments.file_segments(path, fe, P, max_seconds=features.DEFAULT_MAX_QUERY_SECONDS)
     assert got.shape == ref.shape and got.dtype == np.float32
     # float rounding only: an mp3 decoded after a seek differs in the last bits, and musicnn
     # rounds its power through float16 (a flipped last bit there is ~3e-4 after its log)
@@ -79,8 +79,8 @@ def test_db_floor_is_relative_to_the_loudest_bin_outside_the_segments(tmp_path):
     starts = features.segment_starts(int(9.5 * rate) // P.hop_length + 1, fe, P) / fe.frames_per_second
     assert not any(s <= 4.2 <= s + P.segment_seconds for s in starts)  # the burst is in no segment
     ref = whole_track_segments(path, fe, P)
-    assert ref.max() < ref.min() + features.TOP_DB - 1  # the floor comes from outside them
-    np.testing.assert_allclose(features.file_segments(path, fe, P), ref, rtol=0, atol=1e-4)
+    assert ref.max() < ref.min() + frontends.TOP_DB - 1  # the floor comes from outside them
+    np.testing.assert_allclose(filesegments.file_segments(path, fe, P), ref, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("orig_rate, rate", [(44100, 16000), (22050, 16000), (16000, 16000), (8000, 22050)])
@@ -104,7 +104,7 @@ def test_a_header_claiming_hours_is_refused_before_decoding(tmp_path):
     began = time.perf_counter()
     try:
         with pytest.raises(audio.AudioTooLong) as err:
-            features.file_segments(big, fe, P, max_seconds=features.DEFAULT_MAX_QUERY_SECONDS)
+            filesegments.file_segments(big, fe, P, max_seconds=features.DEFAULT_MAX_QUERY_SECONDS)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -119,7 +119,7 @@ def test_without_a_limit_only_the_segments_are_decoded(tmp_path):
     fe = features.frontend("musicnn", P)
     tracemalloc.start()
     try:
-        segments = features.file_segments(big, fe, P, max_seconds=None)
+        segments = filesegments.file_segments(big, fe, P, max_seconds=None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, features, models
+from . import checkpoint, features, filesegments, models
 from .config import FeatureParams, ModelParams
 from .errors import one_line
 
@@ -183,9 +183,9 @@ def embed_file(model: torch.nn.Module, path: str | Path, feature_params: Feature
     """Embedding `(d,)` of one audio file, outside any library: the mean over its segments.
 
     Only the segments' audio is decoded; a file longer than `max_seconds` (None: no limit) is
-    refused from its header with audio.AudioTooLong (`features.file_segments`)."""
+    refused from its header with audio.AudioTooLong (`filesegments.file_segments`)."""
     fe = features.frontend(frontend_of(model), feature_params)
-    segments = features.file_segments(path, fe, feature_params, max_seconds)
+    segments = filesegments.file_segments(path, fe, feature_params, max_seconds)
     return embed_segments(model, segments, device=device).mean(axis=0)
 
 

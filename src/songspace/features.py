@@ -9,9 +9,9 @@ track starts (`<frontend>.npy`, `<frontend>.csv`). From it:
   embedding averages them all;
 - **training crops** start anywhere in the track, freshly drawn every epoch (`Spectra.crop`).
 
-Front ends (`FRONTENDS`): `db` is the params-driven log-mel in dB (torchaudio, HTK mel scale);
-`musicnn` is the pretrained musicnn network's own input (16 kHz, n_fft 512, hop 256, 96 Slaney
-mel bands, `log10(10000 x + 1)`, windows of 187 frames), whatever `features.*` says.
+Front ends (`FRONTENDS`, `frontend`): `db`, the params-driven log-mel in dB, and `musicnn`, the
+pretrained network's own input (see `frontends`). One audio file outside any library:
+`filesegments`.
 """
 from __future__ import annotations
 
@@ -19,87 +19,39 @@ import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torchaudio
 from tqdm import tqdm
 
-from . import audio
+from . import audio, frontends
 from . import skipped as skipped_list
 from .config import FeatureParams
 from .errors import UserError
+from .frontends import Frontend
 from .models import musicnn
 
-TOP_DB = 80.0
 FRONTENDS = ("db", "musicnn")
 STORE_DTYPE = np.float16  # log-mel values are far coarser than float16's 11-bit mantissa
 # The longest file a query may be (20 minutes; the explorer's serve.max_query_seconds): a query
 # is decoded from its header's length, so a file claiming hours is refused, not decoded.
 DEFAULT_MAX_QUERY_SECONDS = 1200.0
-QUERY_BLOCK_SECONDS = 60.0  # audio per block of a pass over a whole query file
 
 
 class FeatureError(UserError):
     """Stored features that are missing, or whose files disagree with each other."""
 
 
-@dataclass(frozen=True)
-class Frontend:
-    """What a model's input is: the log-mel's shape and rate, and one segment's frames."""
-
-    name: str
-    sample_rate: int
-    hop_length: int
-    n_mels: int
-    segment_frames: int
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
-
-
 def frontend(name: str, params: FeatureParams) -> Frontend:
-    """The front end called `name` ('db' follows `params`; 'musicnn' is fixed)."""
+    """The front end called `name` ('db' follows `params`; 'musicnn' is fixed by its weights)."""
     if name == "db":
-        return Frontend("db", params.sample_rate, params.hop_length, params.n_mels, params.frames)
+        return frontends.db(params)
     if name == "musicnn":
-        # fixed by the pretrained weights
-        return Frontend("musicnn", musicnn.SAMPLE_RATE, musicnn.HOP_LENGTH, musicnn.N_MELS,
-                        musicnn.WINDOW_FRAMES)
+        return musicnn.FRONTEND
     raise FeatureError(f"front end '{name}' is unknown; choose one of: {', '.join(FRONTENDS)}")
-
-
-@lru_cache(maxsize=8)
-def _db_transform(params: FeatureParams) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torchaudio.transforms.MelSpectrogram(
-            sample_rate=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
-            n_mels=params.n_mels, f_min=params.f_min, f_max=params.f_max, power=2.0),
-        torchaudio.transforms.AmplitudeToDB(stype="power", top_db=TOP_DB),
-    )
-
-
-def logmel(wave: np.ndarray | torch.Tensor, params: FeatureParams) -> torch.Tensor:
-    """The `db` front end: `(..., samples)` -> `(..., n_mels, frames)` float32 log-mel in dB.
-
-    `top_db` clipping is relative to the loudest bin of each call (a whole track or a segment).
-    """
-    x = torch.as_tensor(wave, dtype=torch.float32)
-    with torch.no_grad():
-        return _db_transform(params)(x)
-
-
-def spectrogram(wave: np.ndarray | torch.Tensor, fe: Frontend, params: FeatureParams) -> np.ndarray:
-    """`(..., samples)` at `fe.sample_rate` -> `(..., n_mels, frames)` float32 through front end `fe`."""
-    if fe.name == "musicnn":
-        with torch.no_grad():
-            return musicnn.logmel(wave).numpy()
-    return logmel(wave, params).numpy()
 
 
 def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
@@ -148,7 +100,7 @@ def track_spectrogram(path: str | Path, fe: Frontend, params: FeatureParams) -> 
     wave = audio.load(path, fe.sample_rate)
     if audio.is_silent(wave):
         raise audio.AudioError(path, "silent (no sample above -100 dBFS)")
-    return spectrogram(wave, fe, params)
+    return fe.spectrogram(wave, params)
 
 
 def _extract_one(job):
@@ -355,92 +307,3 @@ def load(out_dir: str | Path, frontend_name: str = "db",
 def rows_by_track(index: pd.DataFrame) -> dict[str, np.ndarray]:
     """track_id -> the array rows of its segments."""
     return {t: g["row"].to_numpy() for t, g in index.groupby("track_id", sort=False)}
-
-
-class _FileFrames:
-    """Frames of one file's whole-track spectrogram, each computed from only the audio it needs.
-
-    `frames(first, count)` equals, to float rounding, columns `[first, first + count)` of the
-    front end applied to the whole decoded track: the STFT is centred, so a frame needs
-    `n_fft / 2` samples either side (the track's own reflect padding at its two ends), and
-    `audio.load_samples` decodes exactly those samples. For `db` the frames are mel power (the
-    dB floor depends on the whole track's loudest bin); for `musicnn` its log-mel.
-    """
-
-    def __init__(self, path: str | Path, fe: Frontend, params: FeatureParams, meta: audio.AudioInfo):
-        self.path, self.fe, self.params, self.meta = path, fe, params, meta
-        self.samples = audio.resampled_length(meta.frames, meta.sample_rate, fe.sample_rate)
-        self.n_frames = self.samples // fe.hop_length + 1   # torch.stft, centred
-        self.half = (params.n_fft if fe.name == "db" else musicnn.N_FFT) // 2
-        self.peak = 0.0  # max |sample| of what was decoded
-
-    def frames(self, first: int, count: int) -> torch.Tensor:
-        """`(n_mels, count)` float32: whole-track frames `first .. first + count - 1`."""
-        hop = self.fe.hop_length
-        back = -(-self.half // hop)  # frames before `first` whose centres lie in its window
-        # from a frame edge, and at least n_fft / 2 + 1 samples before the track's end: the
-        # reflect padding there reads them
-        lo = max(0, min(first - back, (self.samples - self.half - 1) // hop) * hop)
-        hi = min(self.samples, (first + count - 1) * hop + self.half + 1)
-        wave = audio.load_samples(self.path, self.fe.sample_rate, lo, hi, self.meta)
-        self.peak = max(self.peak, float(np.max(np.abs(wave))) if wave.size else 0.0)
-        x = torch.from_numpy(wave)
-        with torch.no_grad():
-            spec = musicnn.logmel(x) if self.fe.name == "musicnn" else _db_transform(self.params)[0](x)
-        skip = first - lo // hop  # frame j of the section is centred on sample lo + j * hop
-        return spec[:, skip : skip + count]
-
-
-def _to_db(power: torch.Tensor, loudest: torch.Tensor, params: FeatureParams) -> np.ndarray:
-    """The `db` front end's dB scale with its `top_db` floor under the whole track's `loudest` bin."""
-    to_db = _db_transform(params)[1]
-    scale = (to_db.multiplier, to_db.amin, to_db.db_multiplier)
-    db = torchaudio.functional.amplitude_to_DB(power, *scale, top_db=None)
-    floor = torchaudio.functional.amplitude_to_DB(loudest, *scale, top_db=None) - to_db.top_db
-    return torch.maximum(db, floor).numpy()
-
-
-def _frames_by_blocks(track: _FileFrames, starts: list[int], counts: list[int]
-                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """One pass over the whole track in blocks of `QUERY_BLOCK_SECONDS`: the segments' frames
-    (`(n_mels, count)` each) and the loudest bin of the track. Memory: the segments and a block."""
-    n, step = track.n_frames, max(1, int(QUERY_BLOCK_SECONDS * track.fe.frames_per_second))
-    parts, loudest = [None] * len(starts), torch.tensor(0.0)
-    for b in range(0, n, step):
-        block = track.frames(b, min(step, n - b))
-        loudest = torch.maximum(loudest, block.max())
-        for i, (s, c) in enumerate(zip(starts, counts)):
-            lo, hi = max(s, b), min(s + c, b + block.shape[1])
-            if lo < hi:
-                if parts[i] is None:
-                    parts[i] = torch.empty(block.shape[0], c)
-                parts[i][:, lo - s : hi - s] = block[:, lo - b : hi - b]
-    return parts, loudest
-
-
-def file_segments(path: str | Path, fe: Frontend, params: FeatureParams,
-                  max_seconds: float | None = None) -> np.ndarray:
-    """The segments of one audio file outside any library: `(n, n_mels, segment_frames)` float32.
-
-    The same segments, to float rounding, as the library path (`track_spectrogram`, then
-    `Spectra.segments`), decoded within bounds: the length comes from the header, and a file
-    longer than `max_seconds` (None: no limit) is refused before any decoding
-    (audio.AudioTooLong). Memory grows with `max_segments`, not with the file: when the
-    segments cover little of the track only their own audio is decoded; otherwise, and always
-    for `db` (its `top_db` floor is relative to the whole track's loudest bin), one pass in
-    blocks decodes the track once, keeping only the segments' frames.
-    """
-    meta = audio.check_length(path, max_seconds, "serve.max_query_seconds")
-    track = _FileFrames(path, fe, params, meta)
-    n, win = track.n_frames, fe.segment_frames
-    starts = [int(s) for s in segment_starts(n, fe, params)]
-    counts = [min(win, n - s) for s in starts]
-    if fe.name == "db" or sum(counts) >= n / 2:
-        parts, loudest = _frames_by_blocks(track, starts, counts)
-    else:
-        parts = [track.frames(s, c) for s, c in zip(starts, counts)]
-    if track.peak < audio.SILENCE_PEAK:
-        raise audio.AudioError(path, "silent (no sample above -100 dBFS)")
-    if fe.name == "db":
-        parts = [_to_db(p, loudest, params) for p in parts]
-    return np.stack([fit_frames(np.asarray(p), win) for p in parts]).astype(np.float32, copy=False)

@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from songspace import tags
-from songspace.audio import BLOCK_FRAMES, SILENCE_PEAK, BadAudio, quiet_stderr, scan
+from songspace.audio import SILENCE_PEAK
+from songspace.audioscan import BLOCK_FRAMES, BadAudio, quiet_stderr, scan
 from songspace.audiokey import file_keys
 
 
@@ -92,7 +93,7 @@ def stat_problem(path: str | Path, st: os.stat_result | None = None) -> FileChec
 
 
 def decode(path: str | Path, block_frames: int = BLOCK_FRAMES) -> Decoded:
-    """Decode a whole file in blocks (`audio.scan`); a file that is not usable audio is a
+    """Decode a whole file in blocks (`audioscan.scan`); a file that is not usable audio is a
     Decoded with its reason. Raises OSError when the file cannot be read."""
     try:
         with quiet_stderr():

@@ -25,7 +25,8 @@ import pandas as pd
 
 from songspace import checkstore
 from songspace import skipped as skipped_list
-from songspace.audio import AUDIO_EXTENSIONS, BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
+from songspace.audio import AUDIO_EXTENSIONS
+from songspace.audioscan import BLOCK_FRAMES, BadAudio, Scan, scan  # noqa: F401 - part of this API too
 from songspace.config import Params
 from songspace.errors import UserError
 from songspace.tags import TAG_COLUMNS, first

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from songspace import audio, features, songstore
+from songspace import audio, features, frontends, songstore
 from songspace.config import FeatureParams
 from songspace.groundtruth import halves as halves_mod
-from songspace.models import musicnn
+from songspace.models import musicnn, musicnn_weights
 
-CODE = songstore.code_files("audio", "features", "persong")
-NETWORK_CODE = songstore.code_files("models.musicnn", "models.tfcheckpoint")
+CODE = songstore.code_files("audio", "features", "frontends", "persong")
+NETWORK_CODE = songstore.code_files("models.musicnn", "models.musicnn_weights", "models.tfcheckpoint")
 BASELINE_CODE = songstore.code_files("evaluate.baselines")
 
 
@@ -58,7 +58,7 @@ class Plan:
         for part in self.parts:
             out[f"handcrafted{part}"] = songstore.Product(root, f"handcrafted{part}", fp, CODE + BASELINE_CODE)
             for ckpt in self.networks:
-                files = tuple(str(p) for p in sorted(musicnn.checkpoint_dir(ckpt).iterdir()) if p.is_file())
+                files = tuple(str(p) for p in sorted(musicnn_weights.checkpoint_dir(ckpt).iterdir()) if p.is_file())
                 out[f"trunk{part}-{ckpt}"] = songstore.Product(
                     root, f"trunk{part}-{ckpt}", {**grid, "checkpoint": ckpt}, CODE + NETWORK_CODE, files)
         return out
@@ -68,7 +68,7 @@ class Plan:
         return ("", "-halves") if self.halves else ("",)
 
 
-def _one_song_spectra(spec: np.ndarray, fe: features.Frontend, params: FeatureParams,
+def _one_song_spectra(spec: np.ndarray, fe: frontends.Frontend, params: FeatureParams,
                       track_id: str, halves: bool) -> features.Spectra:
     """A library of one track (and its halves): the same segments as the whole library's."""
     table = pd.DataFrame([{"track_id": track_id, "start": 0, "frames": len(spec)}])
@@ -100,14 +100,14 @@ class SongWorker:
         except musicnn.ModelError as err:  # e.g. audio too short for the network's front end
             return {"key": item["key"], "arrays": {}, "error": str(err)}
 
-    def _spectrogram(self, path: str, fe: features.Frontend, waves: dict) -> np.ndarray:
+    def _spectrogram(self, path: str, fe: frontends.Frontend, waves: dict) -> np.ndarray:
         if fe.sample_rate not in waves:
             wave = audio.load(path, fe.sample_rate)
             if audio.is_silent(wave):
                 raise audio.AudioError(path, "silent (no sample above -100 dBFS)")
             waves[fe.sample_rate] = wave
         # rounded through float16 as whole-track log-mels are stored
-        return features.spectrogram(waves[fe.sample_rate], fe, self.plan.features).T.astype(features.STORE_DTYPE)
+        return fe.spectrogram(waves[fe.sample_rate], self.plan.features).T.astype(features.STORE_DTYPE)
 
     def _compute(self, path: str, need: set[str]) -> dict[str, dict[str, np.ndarray]]:
         plan, out, waves = self.plan, {}, {}

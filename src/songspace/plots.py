@@ -247,9 +247,9 @@ def confusion_heatmap(
 
 def _logmel(wave: np.ndarray, fp: FeatureParams) -> np.ndarray:
     """The `db` front end's log-mel: `(samples,)` -> `(n_mels, frames)`."""
-    from songspace import features
+    from songspace import frontends
 
-    return features.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
+    return frontends.logmel(np.ascontiguousarray(wave, dtype=np.float32), fp).numpy()
 
 
 def _mel_centres_hz(fp: FeatureParams) -> np.ndarray:
@@ -274,6 +274,17 @@ def plot_augmentations(
     seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
     positions) comes from `seed`. Writes and returns `out_png`.
     """
+    from songspace import augment as A
+
+    A.validate(params)
+    x = _clip_at(wave, rate, feature_params.sample_rate)
+    panels = _augmentation_panels(x, feature_params, params, seed)
+    stretch = 1.0 + params.time_stretch.max_change
+    return _draw_augmentations(panels, x.size, feature_params, stretch, seed, out_png)
+
+
+def _clip_at(wave: np.ndarray, rate: int, sr: int) -> np.ndarray:
+    """A mono clip at `rate` Hz as float32 at `sr` Hz."""
     import math
 
     import torch
@@ -281,21 +292,28 @@ def plot_augmentations(
 
     from songspace import augment as A
 
-    A.validate(params)
-    fp = feature_params
-    sr = fp.sample_rate
     x = A.as_wave(wave).numpy()
     if rate != sr:
         g = math.gcd(int(rate), int(sr))
         x = AF.resample(torch.from_numpy(x), rate // g, sr // g).numpy()
+    return x
+
+
+def _augmentation_panels(x: np.ndarray, fp: FeatureParams, params: AugmentParams, seed: int) -> list:
+    """The figure's panels: (title, log-mel (n_mels, frames), masked bands to outline as
+    (axis, start, stop)), the original first, then each augmentation at its strongest."""
+    import torch
+
+    from songspace import augment as A
+
+    sr = fp.sample_rate
     base = torch.from_numpy(_logmel(x, fp))
     gen = torch.Generator().manual_seed(seed)
     ps, ts, rs = params.pitch_shift, params.time_stretch, params.resample
-    nz, rm, tm, fm = params.noise, params.random_mask, params.time_mask, params.freq_mask
+    nz, rm = params.noise, params.random_mask
     low_rate = int(A.low_rates(sr, rs.min_rate)[0])
     stretch = 1.0 + ts.max_change
-    # (title, log-mel (n_mels, frames), masked bands to outline as (axis, start, stop))
-    panels = [
+    return [
         ("original", base, []),
         (f"pitch shift +{ps.max_semitones:g} semitones",
          _logmel(A.pitch_shift(x, sr, ps.max_semitones), fp), []),
@@ -304,19 +322,37 @@ def plot_augmentations(
          _logmel(A.resample_band_limit(x, sr, low_rate), fp), []),
         (f"noise, strength {nz.strength:g} x spectrogram std", A.noise(base, nz.strength, gen), []),
         (f"random mask, p = {rm.p:g} per bin", A.random_mask(base, rm.p, gen), []),
+        *_mask_panels(base, params, gen),
     ]
-    # SpecAugment masks at their widest (training draws widths in [0, max]), outlined because
-    # a band at the mean hides among mid-level bins.
+
+
+def _mask_panels(base, params: AugmentParams, gen) -> list:
+    """SpecAugment masks at their widest (training draws widths in [0, max]), outlined because
+    a band at the mean hides among mid-level bins."""
+    import torch
+
+    from songspace import specaugment
+
+    tm, fm = params.time_mask, params.freq_mask
+    panels = []
     for axis, name, unit, width, count in ((2, "time", "frames", tm.max_frames, tm.count),
                                             (1, "freq", "mel bins", fm.max_bins, fm.count)):
         size = base.shape[axis - 1]
         width = min(width, size)
         starts = (torch.rand((1, count), generator=gen) * (size - width + 1)).long()
-        masked = A.fill_bands(base[None], starts, torch.full_like(starts, width), axis)[0]
+        masked = specaugment.fill_bands(base[None], starts, torch.full_like(starts, width), axis)[0]
         outline = [(axis, int(a), int(a) + width) for a in starts[0]]
         panels.append((f"{name} mask, {count} x {width} {unit} (max; outlined)", masked, outline))
+    return panels
+
+
+def _draw_augmentations(panels: list, samples: int, fp: FeatureParams, stretch: float, seed: int,
+                        out_png: str | Path) -> Path:
+    """The panels in a 4 x 2 grid on the original's dB scale; writes and returns `out_png`."""
+    base = panels[0][1]
     vmin, vmax = float(base.min()), float(base.max())
-    seconds = x.size / sr
+    sr = fp.sample_rate
+    seconds = samples / sr
     hop_s = fp.hop_length / sr
     centres = _mel_centres_hz(fp)
     ticks = np.linspace(0, fp.n_mels - 1, 5).round().astype(int)

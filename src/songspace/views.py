@@ -41,7 +41,7 @@ def _views_one(job):
         rng = np.random.default_rng([seed, digest, view])
         out = [features.fit_length(augment.augment_waveform(w, fe.sample_rate, aug, rng), seg_samples)
                for w in waves]
-        specs.append(features.fit_frames(features.spectrogram(np.stack(out), fe, params), fe.segment_frames))
+        specs.append(features.fit_frames(fe.spectrogram(np.stack(out), params), fe.segment_frames))
     return track_id, np.stack(specs), offsets, None
 
 

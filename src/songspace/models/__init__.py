@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from songspace.config import ModelParams
+from songspace.frontends import Frontend
 from songspace.models import musicnn
 from songspace.models.cnn import THESIS_CNNS, ModelError, build_cnn, build_cnn_bn
 from songspace.models.resnet import THESIS_RESNETS, build_resnet
@@ -42,10 +43,9 @@ ARCHS: dict[str, Builder] = {
     "musicnn": musicnn.build_musicnn,
 }
 
-# Archs that take their own input instead of the features stage's log-mel:
-# arch -> (front end's name, n_mels, frames of one segment)
-OWN_INPUTS: dict[str, tuple[str, int, int]] = {
-    "musicnn": ("musicnn", musicnn.N_MELS, musicnn.WINDOW_FRAMES),
+# Archs that take their own input instead of the features stage's log-mel: arch -> its front end
+OWN_INPUTS: dict[str, Frontend] = {
+    "musicnn": musicnn.FRONTEND,
 }
 
 # The eight models exactly as the thesis's tables print them (1x1 kernels, pools of size 1).
@@ -101,12 +101,15 @@ def thesis_preset(name: str) -> ModelParams:
 def input_frontend(params: ModelParams) -> str:
     """The front end (`features.FRONTENDS`) a model reads: "db" (the params-driven log-mel) or
     the arch's own ("musicnn": `musicnn.logmel`, not mean/std normalised)."""
-    return OWN_INPUTS[params.arch][0] if params.arch in OWN_INPUTS else "db"
+    return OWN_INPUTS[params.arch].name if params.arch in OWN_INPUTS else "db"
 
 
 def input_shape(params: ModelParams, n_mels: int, frames: int) -> tuple[int, int]:
     """`(n_mels, frames)` of one input segment: the features stage's, or the arch's own."""
-    return OWN_INPUTS[params.arch][1:] if params.arch in OWN_INPUTS else (n_mels, frames)
+    if params.arch in OWN_INPUTS:
+        fe = OWN_INPUTS[params.arch]
+        return fe.n_mels, fe.segment_frames
+    return n_mels, frames
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:

@@ -14,7 +14,7 @@ The network, as `musicnn/models.py` of the `musicnn==0.1.0` wheel defines `build
   layer), dropout 0.5, the 50-tag output layer (sigmoid: the taggram).
 
 The wheel's TensorFlow checkpoints (`MSD_musicnn`: Million Song Dataset tags; `MTT_musicnn`:
-MagnaTagATune tags) are read by `tfcheckpoint` and mapped onto `Musicnn` by `load_weights`;
+MagnaTagATune tags) are read and mapped onto `Musicnn` by `musicnn_weights`;
 TensorFlow itself is never imported, nor is the wheel's Python code (it imports TensorFlow):
 only its data files are used. `logmel` is the input those weights expect.
 
@@ -24,8 +24,6 @@ only its data files are used. `logmel` is the input those weights expect.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -34,9 +32,9 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
-from songspace.errors import one_line
+from songspace.frontends import Frontend as InputFrontend
 from songspace.models.cnn import ModelError
-from songspace.models.tfcheckpoint import CheckpointError, read_bundle
+from songspace.models.musicnn_weights import CHECKPOINTS, load_weights
 
 # The input the pretrained weights were trained on (musicnn/configuration.py, config.json)
 SAMPLE_RATE = 16_000        # Hz, mono
@@ -47,14 +45,12 @@ WINDOW_FRAMES = 187         # frames in one input window (3 s)
 WINDOW_SECONDS = WINDOW_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 2.992 s
 LOG_GAIN = 10_000.0         # log10(LOG_GAIN * power + 1)
 
-CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
 N_TAGS = 50
 FRONTEND_FEATURES = 2 * 204 + 3 * 51            # 561 per frame
 MIDEND_FILTERS = 64
 POOLED_FEATURES = FRONTEND_FEATURES + 3 * MIDEND_FILTERS   # 753 per frame
 PENULTIMATE_UNITS = 200
 TF_BATCH_NORM_EPS = 1e-3    # tf.compat.v1.layers.batch_normalization's default (torch's is 1e-5)
-WHEEL = "musicnn==0.1.0"
 
 
 class Outputs(NamedTuple):
@@ -89,6 +85,23 @@ def logmel(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     ).to(wave.device)
     power = mel(wave).half().float()
     return torch.log10(LOG_GAIN * power + 1.0)
+
+
+class MusicnnInput(InputFrontend):
+    """musicnn's front end as a `frontends.Frontend`: `logmel`, fixed by the pretrained weights."""
+
+    def n_fft(self, params=None) -> int:
+        return N_FFT
+
+    def frame_values(self, wave: torch.Tensor, params=None) -> torch.Tensor:
+        return logmel(wave)
+
+    def spectrogram(self, wave: torch.Tensor | np.ndarray, params=None) -> np.ndarray:
+        with torch.no_grad():
+            return logmel(wave).numpy()
+
+
+FRONTEND = MusicnnInput("musicnn", SAMPLE_RATE, HOP_LENGTH, N_MELS, WINDOW_FRAMES)
 
 
 # ---------------------------------------------------------------- network
@@ -210,7 +223,7 @@ class Musicnn(nn.Module):
     windows of `WINDOW_FRAMES`. `n_tags=None` leaves the tag layer out (a backbone).
     """
 
-    input_frontend = "musicnn"      # needs `logmel`, not the features stage's log-mel
+    input_frontend = FRONTEND.name  # needs `logmel`, not the features stage's log-mel
     normalise_input = False         # its first layer is a batch norm with trained statistics
 
     def __init__(self, n_tags: int | None = N_TAGS):
@@ -234,93 +247,6 @@ class Musicnn(nn.Module):
 # ---------------------------------------------------------------- pretrained weights
 
 
-def checkpoint_dir(name: str) -> Path:
-    """The folder of checkpoint `name` inside the installed musicnn wheel (found, not imported:
-    the wheel's modules import TensorFlow)."""
-    if name not in CHECKPOINTS:
-        raise ModelError(f"pretrained '{name}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
-    spec = importlib.util.find_spec("musicnn")
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(f"the musicnn weights are not installed: pip install --no-deps {WHEEL} "
-                              "(`make setup` does)")
-    return Path(list(spec.submodule_search_locations)[0]) / name
-
-
-def _conv_weight(kernel: np.ndarray) -> np.ndarray:
-    """TensorFlow's conv kernel (kh, kw, in, out) -> torch's Conv2d weight (out, in, kh, kw)."""
-    return kernel.transpose(3, 2, 0, 1)
-
-
-def _conv1d_weight(kernel: np.ndarray) -> np.ndarray:
-    """A mid-end kernel (7, features, 1, out), a conv2d spanning every feature -> Conv1d (out, features, 7)."""
-    return kernel[:, :, 0, :].transpose(2, 1, 0)
-
-
-def state_dict_from_tf(tensors: dict[str, np.ndarray], tags: bool = True) -> dict[str, torch.Tensor]:
-    """`Musicnn`'s state dict from the checkpoint's variables (Adam slots are ignored).
-
-    TensorFlow names layers by creation order (`conv2d`, `conv2d_1`, ...;
-    `batch_normalization`, `_1`, ...), which follows `build_musicnn`: the input batch norm,
-    the five front-end blocks, the three mid-end layers, the two back-end batch norms.
-    """
-    def tf_name(base: str, i: int) -> str:
-        return base if i == 0 else f"{base}_{i}"
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-    bns = ["frontend.input_bn",
-           *[f"frontend.timbral.{i}.bn" for i in range(2)],
-           *[f"frontend.temporal.{i}.bn" for i in range(3)],
-           *[f"midend.layers.{i}.bn" for i in range(3)],
-           "backend.pool_bn", "backend.dense_bn"]
-    convs = [*[f"frontend.timbral.{i}.conv" for i in range(2)],
-             *[f"frontend.temporal.{i}.conv" for i in range(3)]]
-    mids = [f"midend.layers.{i}.conv" for i in range(3)]
-    dense = [("backend.dense", "dense")] + ([("backend.tags", "dense_1")] if tags else [])
-    try:
-        state: dict[str, torch.Tensor] = {}
-        for i, ours in enumerate(bns):
-            tf = tf_name("batch_normalization", i)
-            state[f"{ours}.weight"] = t(tensors[f"{tf}/gamma"])
-            state[f"{ours}.bias"] = t(tensors[f"{tf}/beta"])
-            state[f"{ours}.running_mean"] = t(tensors[f"{tf}/moving_mean"])
-            state[f"{ours}.running_var"] = t(tensors[f"{tf}/moving_variance"])
-            state[f"{ours}.num_batches_tracked"] = torch.tensor(0)
-        for i, ours in enumerate(convs + mids):
-            tf = tf_name("conv2d", i)
-            convert = _conv_weight if ours in convs else _conv1d_weight
-            state[f"{ours}.weight"] = t(convert(tensors[f"{tf}/kernel"]))
-            state[f"{ours}.bias"] = t(tensors[f"{tf}/bias"])
-        for ours, tf in dense:
-            state[f"{ours}.weight"] = t(tensors[f"{tf}/kernel"].T)   # (in, out) -> (out, in)
-            state[f"{ours}.bias"] = t(tensors[f"{tf}/bias"])
-    except KeyError as err:
-        raise CheckpointError(f"the checkpoint has no variable {err}: not a musicnn checkpoint") from None
-    return state
-
-
-def load_weights(model: Musicnn, name: str) -> Musicnn:
-    """Copy checkpoint `name` (one of `CHECKPOINTS`) into `model` (strictly: every shape must
-    match) and return it."""
-    folder = checkpoint_dir(name)
-    reinstall = (f"the musicnn wheel's {name} weights are missing or damaged: reinstall it "
-                 f"(pip install --force-reinstall --no-deps {WHEEL})")
-    try:
-        tensors = read_bundle(folder)   # its errors start with the file's path
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}; {reinstall}") from None
-    try:
-        state = state_dict_from_tf(tensors, tags=model.backend.tags is not None)
-    except CheckpointError as err:
-        raise CheckpointError(f"{folder}: {err}; {reinstall}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{folder}: does not fit musicnn ({one_line(err)}); {reinstall}") from None
-    return model
-
-
 def load_pretrained(name: str, n_tags: int | None = N_TAGS) -> Musicnn:
     """musicnn with the weights of checkpoint `name` ("MSD_musicnn" | "MTT_musicnn"), in eval mode."""
     return load_weights(Musicnn(n_tags), name).eval()
@@ -330,7 +256,7 @@ class Penultimate(nn.Module):
     """A pretrained musicnn as a fixed embedder: `(batch, 1, 96, frames)` -> its 200-unit
     penultimate layer `(batch, 200)` (the untrained-embedding baseline)."""
 
-    input_frontend = "musicnn"
+    input_frontend = FRONTEND.name
 
     def __init__(self, net: Musicnn):
         super().__init__()
@@ -365,7 +291,7 @@ class MusicnnEmbedding(nn.Module):
     pretrained layers (`models.param_groups`).
     """
 
-    input_frontend = "musicnn"
+    input_frontend = FRONTEND.name
     normalise_input = False
 
     def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
