@@ -258,6 +258,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", help="candidates to run (default: all)")
     ap.add_argument("--reference", default="defaults")
     ap.add_argument("--out", help="write the table and per-unit scores here (JSON)")
+    ap.add_argument("--reuse", nargs="+", help="JSON files of --out whose candidates need no rerun")
     ap.add_argument("--list", action="store_true", help="list the candidates and exit")
     args = ap.parse_args()
     if args.list:
@@ -274,23 +275,32 @@ def main() -> None:
     units = [u for r in range(args.repeats) for u in folds_of(lib.labels, args.folds, args.quartets, r)]
     print(f"{len(lib.ids)} non-test tracks, {len(np.unique(lib.labels))} labels; {args.repeats} x "
           f"{args.folds}-fold cross-validation, {len(units[0].quartets)} quartets per held-out fold")
+    design = {"folds": args.folds, "repeats": args.repeats, "quartets": args.quartets,
+              "tracks": len(lib.ids), "labels": int(len(np.unique(lib.labels)))}
     results: dict[str, list[dict]] = {}
+    for path in args.reuse or []:  # units of candidates scored before, on the same design
+        old = json.loads(Path(path).read_text())
+        if old["design"] != design:
+            raise SystemExit(f"{path}: made with {old['design']}, not {design}")
+        results.update({n: u for n, u in old["units"].items() if n in wanted})
+    test_over_train = 1 / (args.folds - 1)
     for name in wanted:
+        if name in results:
+            continue
         t0 = time.perf_counter()
-        results[name] = []
+        scored = []
         for unit in units:
             with tempfile.TemporaryDirectory() as tmp:
                 emb = embeddings(lib, CANDIDATES[name], raw, unit, Path(tmp))
-            results[name].append(score(emb, unit))
-        cos = np.mean([u["cosine/none"] for u in results[name]])
+            scored.append(score(emb, unit))
+        results[name] = scored
+        cos = np.mean([u["cosine/none"] for u in scored])
         print(f"  {name}: cosine {cos:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    test_over_train = 1 / (args.folds - 1)
-    rows = table(results, args.reference, test_over_train)
-    print_table(rows, args.reference)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"folds": args.folds, "repeats": args.repeats,
-                                              "reference": args.reference, "table": rows,
-                                              "units": results}, indent=1))
+        if args.out:  # after each candidate: a long study stopped early keeps what it scored
+            rows = table(results, args.reference, test_over_train)
+            Path(args.out).write_text(json.dumps({"design": design, "reference": args.reference,
+                                                  "table": rows, "units": results}, indent=1))
+    print_table(table({n: results[n] for n in wanted}, args.reference, test_over_train), args.reference)
 
 
 if __name__ == "__main__":
