@@ -34,6 +34,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
+from songspace.config_schema import FREEZE, PRETRAINED
 from songspace.errors import one_line
 from songspace.models.cnn import ModelError
 from songspace.models.tfcheckpoint import CheckpointError, read_bundle
@@ -47,7 +48,7 @@ WINDOW_FRAMES = 187         # frames in one input window (3 s)
 WINDOW_SECONDS = WINDOW_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 2.992 s
 LOG_GAIN = 10_000.0         # log10(LOG_GAIN * power + 1)
 
-CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
+CHECKPOINTS = PRETRAINED
 N_TAGS = 50
 FRONTEND_FEATURES = 2 * 204 + 3 * 51            # 561 per frame
 MIDEND_FILTERS = 64
@@ -341,9 +342,6 @@ class Penultimate(nn.Module):
 
 
 # ---------------------------------------------------------------- backbone for metric learning
-
-
-FREEZE = ("none", "frontend", "backbone")
 
 
 class MusicnnEmbedding(nn.Module):
