@@ -197,9 +197,10 @@ class TrainParams:
     lr: float = num(1e-3, 0, low_ok=False, help="learning rate")
     batch_size: int | None = num(None, 2, help="null: the model's own batch size (models.<name>.batch_size)")
     margin: float = num(0.2, 0, help="triplet margin")
-    weight_decay: float = num(0.0, 0, help="AdamW weight decay")
+    weight_decay: float = num(0.0, 0, help="Adam weight decay (L2)")
     patience: int = num(10, 1, help="early stopping: epochs without a better validation accuracy")
-    mining: str = pick("none", MINING, help="triplets of a batch: none (every valid one) | semihard | hard | batch_hard")
+    mining: str = pick("none", MINING, help="triplets of a batch: none (every valid one) | semihard | hard "
+                                            "| batch_hard")
     sampler: str = pick("pk", SAMPLERS, help="pk: P labels x K tracks per batch | triplets: ground-truth triplets")
     labels_per_batch: int = num(8, 2, help="P")
     tracks_per_label: int = num(4, 2, help="K")
@@ -326,7 +327,8 @@ class Params:
     def model_params(self) -> ModelParams:
         """The hyper-parameters of the selected model."""
         if self.model not in self.models:
-            raise ConfigError(f"model '{self.model}' is not configured; choose one of: {', '.join(sorted(self.models))}")
+            raise ConfigError(f"model '{self.model}' is not configured; choose one of: "
+                              f"{', '.join(sorted(self.models))}")
         return self.models[self.model]
 
     @property
