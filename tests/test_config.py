@@ -111,12 +111,17 @@ def test_every_number_must_be_finite_and_not_a_boolean(key, tp, value):
     ("corpus: {classes: [bach, bach]}", "corpus.classes"),
     ("corpus: {classes: [bach, nope]}", "corpus.classes"),
     ("model: [model3, model6]", "model"),
+    ("augment: {resample: {p: 0.3, min_rate: 15950}}", "augment.resample.min_rate"),  # no 100 Hz step below 16 kHz
+    ("models: {m: {arch: cnn, channels: [4], fc: [8]}}", "models.m.fc"),  # fc[-1] is the embedding: 128
+    ("models: {m: {arch: resnet, depth: 20}}", "models.m.depth"),
 ])
 def test_check_refuses_what_a_stage_would(tmp_path, capsys, line, key):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     section = line.split(":")[0]
     merged = {**raw, section: {**raw[section], **yaml.safe_load(line)[section]}} \
         if isinstance(raw.get(section), dict) else {**raw, **yaml.safe_load(line)}
+    if section == "models":
+        merged["model"] = "m"
     code, err = _check(tmp_path, yaml.safe_dump(merged), capsys)
     assert code == 2 and key in err, err
 
