@@ -46,7 +46,7 @@ AUDIO = 9  # distinct audio keys: the copy shares b.flac's
 
 
 def params_for(root: Path, cache: Path, **data) -> config.Params:
-    return config.from_dict({"models": {"m": {"arch": "cnn"}}, "model": "m",
+    return config.from_dict({"models": {"m": {"arch": "cnn", "channels": [4], "fc": [128]}}, "model": "m",
                              "data": {"source": "folder", "audio_dir": str(root),
                                       "min_seconds": 0.8, **data},
                              "compute": {"cache_dir": str(cache)}})

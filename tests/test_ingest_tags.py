@@ -35,7 +35,7 @@ def library(tmp_path_factory) -> Path:
 
 
 def run(root: Path, **data) -> ingest.Ingested:
-    params = config.from_dict({"models": {"m": {"arch": "cnn"}}, "model": "m",
+    params = config.from_dict({"models": {"m": {"arch": "cnn", "channels": [4], "fc": [128]}}, "model": "m",
                                "data": {"source": "folder", "audio_dir": str(root), **data},
                                "compute": {"cache_dir": str(root.parent / "cache")}})
     return ingest.ingest(params, "unused.csv", workers=1, progress=False)
@@ -82,4 +82,4 @@ def test_no_album_straddles_the_split(library):
 @pytest.mark.parametrize("key, value", [("labels", "tag:mood"), ("groups", "tag:genre"), ("groups", "album")])
 def test_unknown_tag_choices_are_refused(key, value):
     with pytest.raises(config.ConfigError, match=f"data.{key} '{value}' is unknown"):
-        config.from_dict({"models": {"m": {"arch": "cnn"}}, "model": "m", "data": {key: value}})
+        config.from_dict({"models": {"m": {"arch": "cnn", "channels": [4], "fc": [128]}}, "model": "m", "data": {key: value}})

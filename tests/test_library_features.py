@@ -136,7 +136,7 @@ def test_halves_and_a_silent_song(tmp_path):
 
 def test_a_crop_trained_model_keeps_its_whole_log_mels(tmp_path):
     params = config.from_dict(
-        {**PARAMS, "model": "small", "models": {"small": {"arch": "cnn", "channels": [4], "fc": [8]}},
+        {**PARAMS, "model": "small", "models": {"small": {"arch": "cnn", "channels": [4], "fc": [8], "embedding_dim": 8}},
          "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1}})
     tracks = _tracks(tmp_path, 2)
     library_features.build(tracks, params, tmp_path / "a", progress=False)

@@ -17,8 +17,12 @@ TINY_PARAMS = {
     "model": "model1",
     "features": {"n_mels": 16, "n_fft": 256, "hop_length": 128, "segment_seconds": 0.5,
                  "segment_hop_seconds": 0.5, "max_segments": 2},
-    "augment": {"views": 1, "segments": 2},
-    "train": {"epochs": 3, "lr": 0.003, "batch_size": 8, "patience": 10, "num_workers": 0},
+    # every augmentation on (params.yaml ships the spectrogram ones and the cached views off)
+    "augment": {"views": 1, "segments": 2, "view_p": 0.25, "noise": {"p": 1.0, "strength": 0.5},
+                "random_mask": {"p": 0.2}, "time_mask": {"p": 0.5}, "freq_mask": {"p": 0.5}},
+    # one pass over the training data per epoch (params.yaml: 100 batches)
+    "train": {"epochs": 3, "lr": 0.003, "batch_size": 8, "patience": 10, "num_workers": 0,
+              "steps_per_epoch": None, "cached_segments": None},
     "models": {"model1": {"arch": "cnn", "channels": [4, 8], "fc": [32, 128], "batch_size": 8}},
     "groundtruth": {"train_triplets": 48, "test_quartets": 20, "val_quartets": 20},
 }

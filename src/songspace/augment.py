@@ -39,7 +39,6 @@ deterministic given their arguments (the draw happens in the registered wrapper)
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from fractions import Fraction
@@ -50,7 +49,9 @@ import torchaudio.functional as AF
 
 from songspace.specaugment import AugmentError, freq_mask, noise, random_mask, time_mask
 from .config import (
+    RESAMPLE_STEP_HZ,
     AugmentParams,
+    ConfigError,
     FreqMaskParams,
     NoiseParams,
     PitchShiftParams,
@@ -58,13 +59,13 @@ from .config import (
     ResampleParams,
     TimeMaskParams,
     TimeStretchParams,
+    check,
 )
 
 # Phase-vocoder analysis window: about 64 ms (1024 samples at 16 kHz), hop a quarter of it.
 STFT_WINDOW_SECONDS = 0.064
-# Resampling rates are drawn on this grid so that rate / low_rate reduces to small integers
-# (torchaudio's sinc kernel grows with the reduced ratio: a prime low rate would cost ~100x).
-RESAMPLE_STEP_HZ = 100
+# Resampling rates are drawn on a RESAMPLE_STEP_HZ grid so that rate / low_rate reduces to small
+# integers (torchaudio's sinc kernel grows with the reduced ratio: a prime low rate would cost ~100x).
 # The band limit's resampler: resampy's / librosa's "kaiser_best" filter. torchaudio's default
 # (6 zero crossings, Hann window) leaves energy only ~5-20 dB down in the first 15% above the
 # cut-off, which is no band limit; this one is ~50 dB down from low_rate / 2.
@@ -321,22 +322,9 @@ def get(name: str) -> Callable:
 
 
 def validate(params: AugmentParams) -> AugmentParams:
-    """Range checks on the `augment:` section; errors name the offending key."""
-    for name in [*WAVEFORM_AUGMENTATIONS, *SPECTROGRAM_AUGMENTATIONS]:
-        sub = getattr(params, name)
-        for f in dataclasses.fields(sub):
-            value = getattr(sub, f.name)
-            if f.name == "p" and not 0.0 <= value <= 1.0:
-                raise AugmentError(f"augment.{name}.p must lie in [0, 1], got {value}")
-            if value < 0:
-                raise AugmentError(f"augment.{name}.{f.name} must not be negative, got {value}")
-    if params.time_stretch.max_change >= 1:
-        raise AugmentError(
-            f"augment.time_stretch.max_change must be below 1 (rates in [1 - c, 1 + c] must be "
-            f"positive), got {params.time_stretch.max_change}"
-        )
-    if params.resample.min_rate <= 0:
-        raise AugmentError(f"augment.resample.min_rate must be positive, got {params.resample.min_rate}")
-    if params.views < 0:
-        raise AugmentError(f"augment.views must not be negative, got {params.views}")
+    """The `augment:` section against its declared ranges (`config_schema`); errors name the key."""
+    try:
+        check(params, "augment")
+    except ConfigError as err:
+        raise AugmentError(str(err)) from None
     return params

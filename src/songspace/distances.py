@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from songspace.config_schema import MINKOWSKI_MIN_P
+
 DEFAULT_MINKOWSKI_P = 3.0
 _BLOCK_ELEMENTS = 1 << 18  # elements of one broadcast block in a pairwise form (2 MB)
 
@@ -64,8 +66,8 @@ def _same_dims(x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _check_p(p: float) -> float:
-    if not p >= 1:
-        raise ValueError(f"minkowski needs p >= 1 (a norm), got {p}")
+    if not p >= MINKOWSKI_MIN_P:
+        raise ValueError(f"minkowski needs p >= {MINKOWSKI_MIN_P:g} (a norm), got {p}")
     return float(p)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from songspace.config_schema import SPLIT_METHODS  # noqa: F401 - split.method, declared once
 from songspace.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -15,7 +16,6 @@ QUARTET_COLUMNS = ("song1", "song2", "song3", "odd")
 TRIPLET_COLUMNS = ("anchor", "positive", "negative")
 # Separate random streams per product, so changing one count leaves the others unchanged.
 STREAM_TEST, STREAM_VAL, STREAM_TRAIN, STREAM_PARTITION = 1, 2, 3, 4
-SPLIT_METHODS = ("partition", "hash")
 MAX_DRAW_ROUNDS = 64
 MAX_LISTED_ERRORS = 20
 

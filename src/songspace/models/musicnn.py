@@ -32,6 +32,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
+from songspace.config_schema import FREEZE
 from songspace.frontends import Frontend as InputFrontend
 from songspace.models.cnn import ModelError
 from songspace.models.musicnn_weights import CHECKPOINTS, load_weights
@@ -267,9 +268,6 @@ class Penultimate(nn.Module):
 
 
 # ---------------------------------------------------------------- backbone for metric learning
-
-
-FREEZE = ("none", "frontend", "backbone")
 
 
 class MusicnnEmbedding(nn.Module):

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from songspace.config_schema import PRETRAINED
 from songspace.errors import one_line
 from songspace.models.cnn import ModelError
 from songspace.models.tfcheckpoint import CheckpointError, read_bundle
 
-CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
+CHECKPOINTS = PRETRAINED  # the checkpoints in the musicnn wheel
 WHEEL = "musicnn==0.1.0"
 
 
