@@ -246,7 +246,7 @@ def main() -> int:
                            args.views if Path(args.views).is_dir() else None, frontend, params.features)
     spectra = features.load_spectra(args.features, frontend, params.features)
     splits = groundtruth.read_splits(Path(args.groundtruth) / "splits.csv")
-    test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in spectra]
+    test_ids = groundtruth.split_tracks(splits, "test", spectra)
     if params.train.cached_segments != params.features.max_segments:
         raise ValueError("train.cached_segments differs from features.max_segments: the training "
                          "tracks' cached segments would not be the ones the evaluate stage embeds")

@@ -18,7 +18,7 @@ def main() -> None:
     params = config.load(args.params)
     tracks = ingest.read_tracks(args.tracks, required=("track_id", "path"))
     splits = groundtruth.read_splits(args.splits)
-    train = tracks[tracks["track_id"].isin(splits.loc[splits["split"] == "train", "track_id"])]
+    train = tracks[tracks["track_id"].isin(groundtruth.split_tracks(splits, "train"))]
     start = time.perf_counter()
     array, index, skipped = views.extract_views(
         train, params.features, params.augment, params.augment.views, params.seed,

@@ -33,8 +33,8 @@ def main() -> None:
     have = set(catalog.track_ids)
     tracks = ingest.read_tracks(args.tracks, required=("track_id", "label")).set_index("track_id")
     splits = groundtruth.read_splits(f"{args.groundtruth}/splits.csv")
-    train_ids = [t for t in splits.loc[splits["split"] == "train", "track_id"] if t in have]
-    test_ids = [t for t in splits.loc[splits["split"] == "test", "track_id"] if t in have]
+    train_ids = groundtruth.split_tracks(splits, "train", have)
+    test_ids = groundtruth.split_tracks(splits, "test", have)
     if halves:
         test_ids = [h for t in test_ids for h in groundtruth.halves.half_ids(t)]
         if ckpt is None:

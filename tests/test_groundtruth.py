@@ -212,6 +212,15 @@ def test_too_few_tracks_for_a_test_quartet_is_an_error():
 ANN_TRACKS = make_tracks({"p": 12, "q": 12, "r": 12})
 
 
+def test_split_tracks_lists_one_side_in_table_order_optionally_among_some():
+    splits = pd.DataFrame({"track_id": ["c", "a", "b", "d"], "split": ["train", "test", "train", "val"]})
+    assert gt.split_tracks(splits, "train") == ["c", "b"]
+    assert gt.split_tracks(splits, "train", among={"b", "a"}) == ["b"]
+    assert gt.split_tracks(splits, "test", among=set()) == []
+    with pytest.raises(ValueError, match="unknown split side 'dev'; choose one of: train, val, test"):
+        gt.split_tracks(splits, "dev")
+
+
 def thesis_csv(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -224,7 +233,7 @@ def parse(path: Path, tracks=ANN_TRACKS, aliases=None) -> gt.Annotations:
 
 def test_thesis_quartets_give_triplets_and_test_quartets(tmp_path):
     splits = gt.assign_splits(ANN_TRACKS, 42, 0.3, 0.15)
-    by_side = {s: splits["track_id"][splits["split"] == s].tolist() for s in gt.SPLITS}
+    by_side = {s: gt.split_tracks(splits, s) for s in gt.SPLITS}
     rng = np.random.default_rng(3)
     lines = ["song 1,song 2,song 3,odd song"]
     # some quartets wholly inside each split, and some across splits

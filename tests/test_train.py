@@ -70,7 +70,7 @@ def test_contrastive_training_runs(project, tmp_path):
     p = config.from_dict({**TINY_PARAMS, "loss": "contrastive", "train": {**TINY_PARAMS["train"], "epochs": 2}})
     result = train.fit(p, _data(paths), tmp_path, progress=False)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["loss"])
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["head"] is not None
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["projection"] is not None
 
 
 WORKER = """
@@ -126,7 +126,7 @@ def test_training_step_on_cuda_with_mixed_precision(project, tmp_path):
     assert next(result.model.parameters()).is_cuda
     assert np.isfinite(result.history[0]["loss"])
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
-    assert ckpt["scaler"]["scale"] > 0  # the GradScaler really ran
+    assert ckpt["grad_scaler"]["scale"] > 0  # the GradScaler really ran
 
 
 def test_finished_run_is_not_resumed_and_new_data_restart(project, tmp_path, capsys):

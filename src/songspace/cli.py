@@ -249,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--index", default="data/index", help="index folder (default: %(default)s)")
     paths.add_argument("--model", default="data/models/best.pt", help="model checkpoint (default: %(default)s)")
 
+    _add_index_parsers(sub, paths)
+    _add_project_parsers(sub)
+    cli_playlists.add_parsers(sub, [paths])
+    _add_serve_parser(sub, paths)
+    return ap
+
+
+def _add_index_parsers(sub, paths: argparse.ArgumentParser) -> None:
+    """similar, embed, add, info: the commands on the index and the model."""
     p = sub.add_parser("similar", parents=[paths], help="the tracks nearest to a song")
     p.add_argument("song", help="an audio file (in the library or not) or a track id of the index")
     p.add_argument("-k", type=int, default=10, help="number of neighbours (default: %(default)s)")
@@ -270,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+
+def _add_project_parsers(sub) -> None:
+    """models, check, report: the commands on the project's parameters and results."""
     p = sub.add_parser("models", help="the model registry with parameter counts")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
     p.set_defaults(func=cmd_models)
@@ -286,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per split (default: %(default)s)")
     p.set_defaults(func=cmd_report)
 
-    cli_playlists.add_parsers(sub, [paths])
 
+def _add_serve_parser(sub, paths: argparse.ArgumentParser) -> None:
+    """serve: the explorer page."""
     p = sub.add_parser("serve", parents=[paths], help="the explorer page: map, listening, neighbours, evaluation")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1",
@@ -308,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "when absent, the hash of (seed, track))")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
-    return ap
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,8 @@ def _best_summary(rows: list[dict]) -> dict:
     return {k: r[k] for k in ("distance", "scaler", "accuracy", "ci_low", "ci_high", "tie_rate")}
 
 
-def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, params, seed):
-    """`run`'s result plus what the plots need."""
+def _checked_inputs(model_test, baselines, quartets, odd, test_labels):
+    """(labels (n_test,), quartets, odd) once the inputs agree: ValueError naming what does not."""
     for reserved in ("model", "chance"):
         if reserved in baselines:
             raise ValueError(f"baselines: the name '{reserved}' is reserved; rename that baseline")
@@ -41,6 +41,26 @@ def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, pa
     for name, (_, b_test) in baselines.items():
         if len(b_test) != len(test):
             raise ValueError(f"baseline '{name}': {len(b_test)} test rows, the model has {len(test)}")
+    return labels, quartets, odd
+
+
+def _margin_over(name: str, head: dict, summaries: dict, means: np.ndarray, col: dict[str, slice],
+                 best_col: int, confidence: float) -> dict:
+    """The model's best cell minus baseline `name`'s best cell, with its paired interval.
+
+    `means`: (bootstrap, cells) bootstrap means, each set's cells at `col[set]`, chance last."""
+    if name == "chance":
+        other = means.shape[1] - 1
+    else:
+        other = col[name].start + CELLS.index((summaries[name]["distance"], summaries[name]["scaler"]))
+    lo, hi = percentile_ci(means[:, col["model"].start + best_col] - means[:, other], confidence)
+    return {"margin": head["accuracy"] - summaries[name]["accuracy"], "ci_low": float(lo),
+            "ci_high": float(hi), "significant": bool(lo > 0)}
+
+
+def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, params, seed):
+    """`run`'s result plus what the plots need."""
+    labels, quartets, odd = _checked_inputs(model_test, baselines, quartets, odd, test_labels)
     p, n_cells = params.minkowski_p, len(CELLS)
     sets = {"model": (model_train, model_test), **baselines}
     scores, ties = {}, {}
@@ -60,17 +80,8 @@ def _evaluate(model_train, model_test, baselines, quartets, odd, test_labels, pa
         "distance": None, "scaler": None, "accuracy": CHANCE, "ci_low": CHANCE,
         "ci_high": CHANCE, "tie_rate": 0.0,
     }
-    def margin_over(name: str) -> dict:
-        """The model's best cell minus baseline `name`'s best cell, with its paired interval."""
-        if name == "chance":
-            other = all_scores.shape[1] - 1
-        else:
-            other = col[name].start + CELLS.index((summaries[name]["distance"], summaries[name]["scaler"]))
-        lo, hi = percentile_ci(means[:, col["model"].start + best_col] - means[:, other], params.confidence)
-        return {"margin": head["accuracy"] - summaries[name]["accuracy"], "ci_low": float(lo),
-                "ci_high": float(hi), "significant": bool(lo > 0)}
-
-    margins = {n: margin_over(n) for n in summaries}
+    margins = {n: _margin_over(n, head, summaries, means, col, best_col, params.confidence)
+               for n in summaries}
     base = max(summaries, key=lambda n: summaries[n]["accuracy"])
     head.update(
         best_baseline=base,

@@ -247,6 +247,36 @@ def judge_routes(judge: Judge | None) -> list[Route]:
             Route("/api/judge/stats", stats)]
 
 
+def _query_endpoint(explorer: Explorer, max_upload_bytes: int, k: int, max_query_seconds: float):
+    """POST /api/query: the uploaded file's nearest tracks (`Explorer.query_file`); the body is
+    saved aside, at most `max_upload_bytes` (413 past it), and removed after."""
+    limit_mb = max_upload_bytes / 2**20
+
+    async def query(request: Request):
+        name = Path(request.query_params.get("filename") or "upload").name or "upload"
+        suffix = Path(name).suffix.lower()[:UPLOAD_SUFFIX_CHARS]
+        with tempfile.TemporaryDirectory(prefix="songspace-upload-") as tmp:
+            dest = Path(tmp) / f"query{suffix}"
+            try:
+                size = await _save_body(request, dest, max_upload_bytes)
+            except UploadTooLarge:
+                return _error(413, f"{name}: larger than the upload limit of {limit_mb:g} MB "
+                                   "(params.yaml serve.max_upload_mb)")
+            except ClientDisconnect:
+                log.info("upload of %s aborted: the client disconnected", name)
+                return Response(status_code=400)  # nobody is left to read it
+            if size == 0:
+                return _error(400, f"{name}: the file is empty")
+            try:
+                result = await run_in_threadpool(explorer.query_file, dest, name, _k(request, k),
+                                                 max_query_seconds)
+            except UserError as err:  # a bad file, a stale or damaged model: the user can act
+                return _error(_status(err), str(err))
+        return JSONResponse(result)
+
+    return query
+
+
 def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
                max_query_seconds: float = ServeParams.max_query_seconds,
                hosts: Iterable[str] = (), judge: Judge | None = None) -> Starlette:
@@ -255,8 +285,6 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
     hosts: the `name:port` Host values it answers (`guard.allowed_hosts`); any other gets 400.
     judge: the judge view's questions and answers (`judge.open_judge`); None turns it off.
     """
-    limit_mb = max_upload_bytes / 2**20
-
     async def index(request: Request):
         return HTMLResponse(page_html())
 
@@ -285,28 +313,6 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
             return _error(_status(err), str(err))
         return FileResponse(path)  # answers Range requests with 206 and Content-Range
 
-    async def query(request: Request):
-        name = Path(request.query_params.get("filename") or "upload").name or "upload"
-        suffix = Path(name).suffix.lower()[:UPLOAD_SUFFIX_CHARS]
-        with tempfile.TemporaryDirectory(prefix="songspace-upload-") as tmp:
-            dest = Path(tmp) / f"query{suffix}"
-            try:
-                size = await _save_body(request, dest, max_upload_bytes)
-            except UploadTooLarge:
-                return _error(413, f"{name}: larger than the upload limit of {limit_mb:g} MB "
-                                   "(params.yaml serve.max_upload_mb)")
-            except ClientDisconnect:
-                log.info("upload of %s aborted: the client disconnected", name)
-                return Response(status_code=400)  # nobody is left to read it
-            if size == 0:
-                return _error(400, f"{name}: the file is empty")
-            try:
-                result = await run_in_threadpool(explorer.query_file, dest, name, _k(request, k),
-                                                 max_query_seconds)
-            except UserError as err:  # a bad file, a stale or damaged model: the user can act
-                return _error(_status(err), str(err))
-        return JSONResponse(result)
-
     routes = [
         Route("/", index),
         Route("/favicon.ico", lambda request: Response(status_code=204)),  # none; spares a 404 per load
@@ -316,7 +322,8 @@ def create_app(explorer: Explorer, max_upload_bytes: int, k: int = 10,
         Route("/api/path", _listing(explorer.path, _path_args)),
         Route("/api/playlists", _listing(explorer.playlists, _playlists_args)),
         Route("/api/evaluation", evaluation),
-        Route("/api/query", query, methods=["POST"]),
+        Route("/api/query", _query_endpoint(explorer, max_upload_bytes, k, max_query_seconds),
+              methods=["POST"]),
         *judge_routes(judge),
         Route("/audio", audio_file),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),

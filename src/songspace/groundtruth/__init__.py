@@ -45,6 +45,7 @@ from songspace.groundtruth.files import (  # noqa: F401
     read_report,
 )
 from songspace.groundtruth.splits import (  # noqa: F401
+    split_tracks,
     split_position,
     assign_splits,
     track_groups,

@@ -8,6 +8,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import pandas as pd
 
@@ -102,69 +103,23 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
     def resolve(name: str) -> str | None:
         return lookup.get(name) or lookup.get(normalise_relpath(name))
 
-    header, split_col = None, None
-    if rows:
-        first = [c for c in rows[0][1][:4] if c]
-        # A header only when it reads as one (song1, Song 2, odd, ...) and names no track;
-        # any other first row is data, and an unknown name in it is reported with its line.
-        if first and not any(resolve(c) for c in first) and all(_HEADER_CELL.match(c) for c in first):
-            header, rows = rows[0][1], rows[1:]
-            named = [i for i, c in enumerate(header) if c.lower() == "split"]
-            split_col = named[0] if named else None
-        elif any(len(cells) > 4 and cells[4] for _, cells in rows):
-            # No header: a fifth column anywhere is the split column, checked on every line
-            split_col = 4
+    header, rows, split_col = _header(rows, resolve)
     errors, kept = [], []
     seen: dict[frozenset, dict[str, int]] = {}  # three songs -> {odd song: first line}
     side_of: dict[str, tuple[str, int]] = {}  # song -> (split, first line naming it there)
     merged, conflicts = 0, []
-    names = ("song 1", "song 2", "song 3", "odd song")
     for line, cells_all in rows:
-        cells = (cells_all + [""] * 4)[:4]
-        missing = [names[i] for i, c in enumerate(cells) if not c]
-        if missing:
-            errors.append(f"line {line}: missing column(s) {', '.join(missing)}; each line "
-                          "needs song 1, song 2, song 3, odd song")
+        found = _line_songs(line, cells_all, resolve, lookup, hint=len(errors) < MAX_LISTED_ERRORS)
+        if isinstance(found, str):
+            errors.append(found)
             continue
-        ids = [resolve(c) for c in cells]
-        unknown: dict[str, list[str]] = {}
-        for name, cell, tid in zip(names, cells, ids):
-            if tid is None:
-                unknown.setdefault(cell, []).append(name)
-        if unknown:
-            told = []
-            for cell, where in unknown.items():
-                hint = _close_match(cell, lookup) if len(errors) < MAX_LISTED_ERRORS else None
-                told.append(f"'{cell}' ({', '.join(where)})"
-                            + (f", did you mean '{hint}'?" if hint else ""))
-            errors.append(f"line {line}: unknown track {'; '.join(told)}; not in the track "
-                          "table (a typo, or a file skipped at ingest: see skipped.csv)")
-            continue
-        songs, odd = ids[:3], ids[3]
-        if len(set(songs)) < 3:
-            twice = next(s for s in songs if songs.count(s) > 1)
-            errors.append(f"line {line}: the same song twice ('{twice}')")
-            continue
-        if odd not in songs:
-            errors.append(f"line {line}: odd song '{cells[3]}' is not one of the three songs")
-            continue
+        songs, odd = found
         split = ()
         if split_col is not None:
-            value = cells_all[split_col].lower() if split_col < len(cells_all) else ""
-            if value not in SPLITS:
-                errors.append(f"line {line}: split '{value}' is not one of "
-                              f"{', '.join(SPLITS)}" if value else
-                              f"line {line}: missing split (train, val or test)")
+            split = _line_split(line, cells_all, split_col, songs, side_of)
+            if isinstance(split, str):
+                errors.append(split)
                 continue
-            clash = [(s, side_of[s]) for s in songs if side_of.get(s, (value,))[0] != value]
-            if clash:
-                song, (other, line2) = clash[0]
-                errors.append(f"line {line}: song '{song}' is in a {value} quartet here and in "
-                              f"a {other} quartet on line {line2}; a song belongs to one split")
-                continue
-            for s_ in songs:
-                side_of.setdefault(s_, (value, line))
-            split = (value,)
         odds = seen.setdefault(frozenset(songs), {})
         if odd in odds:
             merged += 1
@@ -172,6 +127,86 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
         conflicts.extend((line2, line) for line2 in odds.values())
         odds[odd] = line
         kept.append((*songs, odd, line, *split))
+    _raise_bad_lines(errors, source)
+    if not kept:
+        raise GroundTruthError(f"{source}: no quartets in the file")
+    split_cols = ["split"] if split_col is not None else []
+    quartets = pd.DataFrame(kept, columns=[*QUARTET_COLUMNS, "line", *split_cols])
+    return Annotations(quartets, header, len(rows), merged, conflicts)
+
+
+def _header(rows: list[tuple[int, list[str]]], resolve: Callable[[str], str | None]
+            ) -> tuple[list[str] | None, list[tuple[int, list[str]]], int | None]:
+    """(the header row or None, the judgement rows, the split column or None)."""
+    if not rows:
+        return None, rows, None
+    first = [c for c in rows[0][1][:4] if c]
+    # A header only when it reads as one (song1, Song 2, odd, ...) and names no track;
+    # any other first row is data, and an unknown name in it is reported with its line.
+    if first and not any(resolve(c) for c in first) and all(_HEADER_CELL.match(c) for c in first):
+        header = rows[0][1]
+        named = [i for i, c in enumerate(header) if c.lower() == "split"]
+        return header, rows[1:], named[0] if named else None
+    if any(len(cells) > 4 and cells[4] for _, cells in rows):
+        # No header: a fifth column anywhere is the split column, checked on every line
+        return None, rows, 4
+    return None, rows, None
+
+
+_SONG_COLUMNS = ("song 1", "song 2", "song 3", "odd song")
+
+
+def _line_songs(line: int, cells_all: list[str], resolve: Callable[[str], str | None],
+                lookup: dict[str, str], hint: bool) -> tuple[list[str], str] | str:
+    """A line's three track ids and its odd one, or the error naming the line (`hint`: suggest
+    a close name for an unknown track)."""
+    cells = (cells_all + [""] * 4)[:4]
+    missing = [_SONG_COLUMNS[i] for i, c in enumerate(cells) if not c]
+    if missing:
+        return (f"line {line}: missing column(s) {', '.join(missing)}; each line "
+                "needs song 1, song 2, song 3, odd song")
+    ids = [resolve(c) for c in cells]
+    unknown: dict[str, list[str]] = {}
+    for name, cell, tid in zip(_SONG_COLUMNS, cells, ids):
+        if tid is None:
+            unknown.setdefault(cell, []).append(name)
+    if unknown:
+        told = []
+        for cell, where in unknown.items():
+            close = _close_match(cell, lookup) if hint else None
+            told.append(f"'{cell}' ({', '.join(where)})"
+                        + (f", did you mean '{close}'?" if close else ""))
+        return (f"line {line}: unknown track {'; '.join(told)}; not in the track "
+                "table (a typo, or a file skipped at ingest: see skipped.csv)")
+    songs, odd = ids[:3], ids[3]
+    if len(set(songs)) < 3:
+        twice = next(s for s in songs if songs.count(s) > 1)
+        return f"line {line}: the same song twice ('{twice}')"
+    if odd not in songs:
+        return f"line {line}: odd song '{cells[3]}' is not one of the three songs"
+    return songs, odd
+
+
+def _line_split(line: int, cells_all: list[str], split_col: int, songs: list[str],
+                side_of: dict[str, tuple[str, int]]) -> tuple[str] | str:
+    """`(split,)` of a line, its songs recorded in `side_of`; or the error naming the line (an
+    unknown or missing split, a song already in a quartet of another split)."""
+    value = cells_all[split_col].lower() if split_col < len(cells_all) else ""
+    if value not in SPLITS:
+        return (f"line {line}: split '{value}' is not one of {', '.join(SPLITS)}" if value else
+                f"line {line}: missing split (train, val or test)")
+    clash = [(s, side_of[s]) for s in songs if side_of.get(s, (value,))[0] != value]
+    if clash:
+        song, (other, line2) = clash[0]
+        return (f"line {line}: song '{song}' is in a {value} quartet here and in "
+                f"a {other} quartet on line {line2}; a song belongs to one split")
+    for s in songs:
+        side_of.setdefault(s, (value, line))
+    return (value,)
+
+
+def _raise_bad_lines(errors: list[str], source: str) -> None:
+    """One GroundTruthError for the bad lines, the first `MAX_LISTED_ERRORS` of them listed."""
     if len(errors) == 1:
         raise GroundTruthError(f"{source} {errors[0]}")
     if errors:
@@ -179,11 +214,6 @@ def parse_quartets(rows: list[tuple[int, list[str]]], lookup: dict[str, str],
         more = [f"... {len(errors) - len(listed)} more"] if len(errors) > len(listed) else []
         raise GroundTruthError(
             f"{source}: {len(errors)} bad lines:\n  " + "\n  ".join(listed + more))
-    if not kept:
-        raise GroundTruthError(f"{source}: no quartets in the file")
-    split_cols = ["split"] if split_col is not None else []
-    quartets = pd.DataFrame(kept, columns=[*QUARTET_COLUMNS, "line", *split_cols])
-    return Annotations(quartets, header, len(rows), merged, conflicts)
 
 
 def _close_match(name: str, lookup: dict[str, str]) -> str | None:

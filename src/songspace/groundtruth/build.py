@@ -68,8 +68,49 @@ def build(
     if split_method not in SPLIT_METHODS:
         raise GroundTruthError(f"split method '{split_method}' is unknown; choose one of: "
                                f"{', '.join(SPLIT_METHODS)}")
+    warns: list[str] = []
+    splits, method, hash_kept, test_labels = _choose_splits(
+        tracks, seed, test_fraction, val_fraction, annotations, split_method, halves,
+        open_set_labels, warns)
+    sides = {s: tracks[splits["split"].to_numpy() == s] for s in SPLITS}
+    report = _split_report(tracks, splits, sides, seed, annotations, halves, method, split_method,
+                           test_fraction, val_fraction, test_labels)
+    if test_labels is not None:
+        report["split"].update(open_set_labels=open_set_labels, test_labels=test_labels)
+    thin = report["labels_under_two_in_test_or_train"]
+    if thin and annotations is None and not halves:
+        warns.append(
+            f"{len(thin)} label(s) have fewer than 2 tracks in test or train "
+            f"({', '.join(thin[:10])}{', ...' if len(thin) > 10 else ''}); they give no "
+            "positive pairs there. More tracks per label (or other groups) fix this; "
+            "splits stay put by design so that adding songs never reshuffles them"
+        )
+    if annotations is None and halves:
+        test_q, val_q, train_t = _from_halves(sides, n_test, n_val, seed, min_val_quartets, report)
+    elif annotations is None:
+        test_q, val_q, train_t = _from_labels(sides, n_test, n_val, n_train, seed, min_val_quartets,
+                                              report, warns)
+    else:
+        test_q, val_q, train_t = _from_annotations(annotations, splits, hash_kept, seed,
+                                                   min_val_quartets, report, warns)
+    report["test_quartets"] = len(test_q)
+    report["val_quartets"] = len(val_q)
+    report["train_triplets"] = len(train_t)
+    _check_enough(test_q, train_t, sides, annotations is not None, halves)
+    cols = list(QUARTET_COLUMNS)
+    return GroundTruth(splits, train_t, val_q[cols].reset_index(drop=True),
+                       test_q[cols].reset_index(drop=True), report, warns)
+
+
+def _choose_splits(
+    tracks: pd.DataFrame, seed: int, test_fraction: float, val_fraction: float,
+    annotations: Annotations | None, split_method: str, halves: bool,
+    open_set_labels: float | None, warns: list[str],
+) -> tuple[pd.DataFrame, str, dict | None, list[str] | None]:
+    """(splits, the method used, the hash split's judgement counts when a partition replaced
+    it, the open set's test labels) as `build` describes; warnings appended to `warns`."""
     splits = assign_splits(tracks, seed, test_fraction, val_fraction)
-    method, warns, hash_kept, test_labels = "hash", [], None, None
+    method, hash_kept, test_labels = "hash", None, None
     if open_set_labels is not None:
         if annotations is not None or halves:
             raise GroundTruthError("split.open_set needs labels and no annotated quartets")
@@ -87,92 +128,106 @@ def build(
         hash_kept = judgement_counts(annotations.quartets, splits)
         splits = partition_splits(tracks, annotations.quartets, splits, seed, test_fraction,
                                   val_fraction)
+    return splits, method, hash_kept, test_labels
+
+
+def _split_report(
+    tracks: pd.DataFrame, splits: pd.DataFrame, sides: dict[str, pd.DataFrame], seed: int,
+    annotations: Annotations | None, halves: bool, method: str, split_method: str,
+    test_fraction: float, val_fraction: float, test_labels: list[str] | None,
+) -> dict:
+    """The report's account of the splits: tracks, groups and labels per side."""
     counts = label_split_counts(tracks, splits)
-    thin = thin_labels(counts, test_labels)
-    sides = {s: tracks[splits["split"].to_numpy() == s] for s in SPLITS}
-    report = {
+    return {
         "seed": seed,
         "mode": "annotations" if annotations else "halves" if halves else "labels",
         "tracks": {s: len(sides[s]) for s in SPLITS},
         "groups": {s: int(sides[s]["group"].nunique()) for s in SPLITS},
         "per_label": {str(k): {c: int(v) for c, v in row.items()} for k, row in
                       counts.iterrows()},
-        "labels_under_two_in_test_or_train": thin,
+        "labels_under_two_in_test_or_train": thin_labels(counts, test_labels),
         "split": {"method": method, "requested_method": split_method,
                   "test_fraction": test_fraction, "val_fraction": val_fraction},
     }
-    if test_labels is not None:
-        report["split"].update(open_set_labels=open_set_labels, test_labels=test_labels)
-    if thin and annotations is None and not halves:
+def _from_halves(sides: dict[str, pd.DataFrame], n_test: int, n_val: int, seed: int,
+                 min_val_quartets: int, report: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Test and validation quartets of track halves, and no triplets (no labels)."""
+    test_q = half_quartets(list(sides["test"]["track_id"]), n_test, np.random.default_rng([seed, STREAM_TEST]))
+    val_q = half_quartets(list(sides["val"]["track_id"]), n_val, np.random.default_rng([seed, STREAM_VAL]))
+    train_t = pd.DataFrame(columns=list(TRIPLET_COLUMNS))
+    report["validation"] = {"source": "halves", "quartets": len(val_q), "min_val_quartets": min_val_quartets}
+    return test_q, val_q, train_t
+
+
+def _from_labels(sides: dict[str, pd.DataFrame], n_test: int, n_val: int, n_train: int, seed: int,
+                 min_val_quartets: int, report: dict, warns: list[str],
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Test and validation quartets and training triplets drawn from each side's labels."""
+    test_q = derive_quartets(sides["test"], n_test, np.random.default_rng([seed, STREAM_TEST]))
+    val_q = derive_quartets(sides["val"], n_val, np.random.default_rng([seed, STREAM_VAL]))
+    train_t = derive_triplets(sides["train"], n_train,
+                              np.random.default_rng([seed, STREAM_TRAIN]))
+    report["requested"] = {"test_quartets": n_test, "val_quartets": n_val,
+                           "train_triplets": n_train}
+    report["possible"] = {
+        s: possible_draws(sides[s].loc[sides[s]["label"] != UNLABELLED, "label"].to_numpy())
+        for s in SPLITS
+    }
+    for name, got, want in (("test quartets", len(test_q), n_test),
+                            ("val quartets", len(val_q), n_val),
+                            ("train triplets", len(train_t), n_train)):
+        if got < want:
+            warns.append(f"{name}: {got} of the {want} asked for (all the distinct ones "
+                         "the split's labels allow)")
+    report["validation"] = {"source": "labels", "quartets": len(val_q),
+                            "min_val_quartets": min_val_quartets}
+    return test_q, val_q, train_t
+
+
+def _from_annotations(annotations: Annotations, splits: pd.DataFrame, hash_kept: dict | None,
+                      seed: int, min_val_quartets: int, report: dict, warns: list[str],
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The annotated quartets of each side (straddling ones dropped), validation topped up with
+    held-out training quartets, and the training quartets' triplets."""
+    parts, straddling = split_quartets(annotations.quartets, splits)
+    test_q, val_q, train_q = parts["test"], parts["val"], parts["train"]
+    report["annotations"] = {
+        "lines": annotations.rows,
+        "header": annotations.header,
+        "split_column": annotations.has_split,
+        "distinct_quartets": len(annotations.quartets),
+        "duplicates_merged": annotations.merged,
+        "conflicting_pairs_of_lines": [list(c) for c in annotations.conflicts],
+        "quartets": {s: len(parts[s]) for s in SPLITS},
+        "dropped_straddling_splits": straddling,
+        "judgements": judgement_counts(annotations.quartets, splits),
+    }
+    if hash_kept is not None:
+        report["split"]["hash_split_judgements"] = hash_kept
+    if straddling:
+        warns.append(f"{straddling} of {len(annotations.quartets)} annotated quartets "
+                     "straddle the split (songs on different sides) and were dropped")
+    val_q, train_q, report["validation"] = top_up_validation(
+        val_q, train_q, min_val_quartets, np.random.default_rng([seed, STREAM_VAL]))
+    if report["validation"]["held_out_training_quartets"]:
+        v = report["validation"]
         warns.append(
-            f"{len(thin)} label(s) have fewer than 2 tracks in test or train "
-            f"({', '.join(thin[:10])}{', ...' if len(thin) > 10 else ''}); they give no "
-            "positive pairs there. More tracks per label (or other groups) fix this; "
-            "splits stay put by design so that adding songs never reshuffles them"
-        )
-    if annotations is None and halves:
-        test_q = half_quartets(list(sides["test"]["track_id"]), n_test, np.random.default_rng([seed, STREAM_TEST]))
-        val_q = half_quartets(list(sides["val"]["track_id"]), n_val, np.random.default_rng([seed, STREAM_VAL]))
-        train_t = pd.DataFrame(columns=list(TRIPLET_COLUMNS))
-        report["validation"] = {"source": "halves", "quartets": len(val_q), "min_val_quartets": min_val_quartets}
-    elif annotations is None:
-        test_q = derive_quartets(sides["test"], n_test, np.random.default_rng([seed, STREAM_TEST]))
-        val_q = derive_quartets(sides["val"], n_val, np.random.default_rng([seed, STREAM_VAL]))
-        train_t = derive_triplets(sides["train"], n_train,
-                                  np.random.default_rng([seed, STREAM_TRAIN]))
-        report["requested"] = {"test_quartets": n_test, "val_quartets": n_val,
-                               "train_triplets": n_train}
-        report["possible"] = {
-            s: possible_draws(sides[s].loc[sides[s]["label"] != UNLABELLED, "label"].to_numpy())
-            for s in SPLITS
-        }
-        for name, got, want in (("test quartets", len(test_q), n_test),
-                                ("val quartets", len(val_q), n_val),
-                                ("train triplets", len(train_t), n_train)):
-            if got < want:
-                warns.append(f"{name}: {got} of the {want} asked for (all the distinct ones "
-                             "the split's labels allow)")
-        report["validation"] = {"source": "labels", "quartets": len(val_q),
-                                "min_val_quartets": min_val_quartets}
-    else:
-        parts, straddling = split_quartets(annotations.quartets, splits)
-        test_q, val_q, train_q = parts["test"], parts["val"], parts["train"]
-        judgements = judgement_counts(annotations.quartets, splits)
-        report["annotations"] = {
-            "lines": annotations.rows,
-            "header": annotations.header,
-            "split_column": annotations.has_split,
-            "distinct_quartets": len(annotations.quartets),
-            "duplicates_merged": annotations.merged,
-            "conflicting_pairs_of_lines": [list(c) for c in annotations.conflicts],
-            "quartets": {s: len(parts[s]) for s in SPLITS},
-            "dropped_straddling_splits": straddling,
-            "judgements": judgements,
-        }
-        if hash_kept is not None:
-            report["split"]["hash_split_judgements"] = hash_kept
-        if straddling:
-            warns.append(f"{straddling} of {len(annotations.quartets)} annotated quartets "
-                         "straddle the split (songs on different sides) and were dropped")
-        val_q, train_q, report["validation"] = top_up_validation(
-            val_q, train_q, min_val_quartets, np.random.default_rng([seed, STREAM_VAL]))
-        if report["validation"]["held_out_training_quartets"]:
-            v = report["validation"]
-            warns.append(
-                f"validation: the val split holds {v['annotated_val_quartets']} annotated "
-                f"quartet(s), under groundtruth.min_val_quartets ({min_val_quartets}); "
-                f"{v['held_out_training_quartets']} training quartet(s) are held out for "
-                "validation (their songs are training tracks: early stopping then measures "
-                "unseen judgements, not unseen songs)")
-        train_t = quartet_triplets(train_q)
-    report["test_quartets"] = len(test_q)
-    report["val_quartets"] = len(val_q)
-    report["train_triplets"] = len(train_t)
+            f"validation: the val split holds {v['annotated_val_quartets']} annotated "
+            f"quartet(s), under groundtruth.min_val_quartets ({min_val_quartets}); "
+            f"{v['held_out_training_quartets']} training quartet(s) are held out for "
+            "validation (their songs are training tracks: early stopping then measures "
+            "unseen judgements, not unseen songs)")
+    return test_q, val_q, quartet_triplets(train_q)
+
+
+def _check_enough(test_q: pd.DataFrame, train_t: pd.DataFrame, sides: dict[str, pd.DataFrame],
+                  annotated: bool, halves: bool) -> None:
+    """GroundTruthError when no test quartet, or (with labels) no training triplet, was formed."""
     if test_q.empty:
         raise GroundTruthError(
             "no test quartet can be formed: the test split needs two tracks of one label and "
             "one of another" + (" (or annotated quartets whose songs are all test tracks)"
-                                if annotations else "") +
+                                if annotated else "") +
             f"; it holds {len(sides['test'])} track(s). Add music, or raise split.test_fraction"
         )
     if train_t.empty and not halves:
@@ -180,9 +235,6 @@ def build(
             "no training triplet can be formed from the train split "
             f"({len(sides['train'])} track(s)); add music or lower split.test_fraction"
         )
-    cols = list(QUARTET_COLUMNS)
-    return GroundTruth(splits, train_t, val_q[cols].reset_index(drop=True),
-                       test_q[cols].reset_index(drop=True), report, warns)
 
 
 def judgement_counts(quartets: pd.DataFrame, splits: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -13,6 +13,14 @@ from songspace.groundtruth.files import GroundTruthError, SPLITS, STREAM_PARTITI
 from songspace.groundtruth import partition
 
 
+def split_tracks(splits: pd.DataFrame, side: str, among=None) -> list[str]:
+    """The track ids on one side (train, val or test) of a splits table, in its order; only
+    those in `among` (any container: a set, a `features.Spectra`) when given."""
+    if side not in SPLITS:
+        raise ValueError(f"unknown split side {side!r}; choose one of: {', '.join(SPLITS)}")
+    ids = splits.loc[splits["split"] == side, "track_id"]
+    return [t for t in ids if among is None or t in among]
+
 
 def split_position(seed: int, group: str) -> float:
     """A group's place in [0, 1): the first 8 bytes of SHA-256(seed, group) over 2**64."""

@@ -16,7 +16,7 @@ own distance values. The stored vectors are the distance's own per-row preparati
 | minkowski   | scaled rows                                      | IndexFlat METRIC_Lp (p), d = s^(1/p) |
 | hamming     | bits (value > training median), packed           | IndexBinaryFlat, d = bits / dim |
 | kulsinski   | the same bits                                    | none: numpy brute force with |
-|             |                                                  | `distances.kulsinski_pairwise` |
+|             |                                                  | `distance_cores.kulsinski_pairwise`|
 
 Kulsinski is not a metric (d(u, u) != 0) and has no faiss form: its search is always exact
 brute force with the grid's own function, chunked over the library.

@@ -58,7 +58,7 @@ def build_from_pipeline(features_dir: str | Path, tracks_csv: str | Path, splits
     train = set()
     if splits_csv is not None and Path(splits_csv).exists():
         splits = groundtruth.read_splits(splits_csv)
-        train = set(splits.loc[splits["split"] == "train", "track_id"])
+        train = set(groundtruth.split_tracks(splits, "train"))
     mask = tracks["track_id"].isin(train).to_numpy()
     identity = checkpoint.identity(model_path, meta.get("model_name"))
     extra = {"chosen_by": chosen, "feature_params": dataclasses.asdict(meta["feature_params"]),

@@ -77,6 +77,27 @@ def resolve_cell(distance: str, scaler: str, eval_json: str | Path | None = DEFA
 # ---------------------------------------------------------------- the index
 
 
+def _build_inputs(embeddings: np.ndarray, tracks: pd.DataFrame, train_mask: np.ndarray
+                  ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """`SongIndex.build`'s inputs checked: (embeddings (n, d) float32, the track table, the rows
+    (n,) bool to fit on: those of train_mask, all when none is marked). ValueError otherwise."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or len(emb) == 0:
+        raise ValueError(f"embeddings: expected a non-empty (n, d) array, got shape {emb.shape}")
+    if not np.all(np.isfinite(emb)):
+        raise ValueError("embeddings: NaN or inf in the model's output")
+    if len(tracks) != len(emb):
+        raise ValueError(f"{len(tracks)} tracks but {len(emb)} embeddings")
+    table = track_table(tracks)
+    if table["track_id"].duplicated().any():
+        dup = table.loc[table["track_id"].duplicated(), "track_id"].iloc[0]
+        raise ValueError(f"track_id '{dup}' appears twice in the track table")
+    mask = np.asarray(train_mask, dtype=bool)
+    if mask.shape != (len(emb),):
+        raise ValueError(f"train_mask: expected ({len(emb)},), got {mask.shape}")
+    return emb, table, mask if mask.any() else np.ones(len(emb), bool)
+
+
 @dataclass
 class SongIndex:
     """A library's embeddings searchable under one (distance, scaler) cell.
@@ -134,21 +155,7 @@ class SongIndex:
         """
         t0 = time.perf_counter()
         distances.get(distance)
-        emb = np.asarray(embeddings, dtype=np.float32)
-        if emb.ndim != 2 or len(emb) == 0:
-            raise ValueError(f"embeddings: expected a non-empty (n, d) array, got shape {emb.shape}")
-        if not np.all(np.isfinite(emb)):
-            raise ValueError("embeddings: NaN or inf in the model's output")
-        if len(tracks) != len(emb):
-            raise ValueError(f"{len(tracks)} tracks but {len(emb)} embeddings")
-        table = track_table(tracks)
-        if table["track_id"].duplicated().any():
-            dup = table.loc[table["track_id"].duplicated(), "track_id"].iloc[0]
-            raise ValueError(f"track_id '{dup}' appears twice in the track table")
-        mask = np.asarray(train_mask, dtype=bool)
-        if mask.shape != (len(emb),):
-            raise ValueError(f"train_mask: expected ({len(emb)},), got {mask.shape}")
-        fitted_on = mask if mask.any() else np.ones(len(emb), bool)
+        emb, table, fitted_on = _build_inputs(embeddings, tracks, train_mask)
         fit_rows = emb[fitted_on]
         fitted = scalers.fit(scaler, fit_rows)
         ctx = distances.fit_context(distance, fitted.transform(fit_rows.astype(np.float64)), minkowski_p)
