@@ -13,7 +13,7 @@ export ONEDNN_MAX_CPU_ISA ?= AVX2
 export MKL_CBWR ?= AVX2,STRICT
 UV := uv==0.13.9
 
-.PHONY: setup run check test test-fast bench thesis lock clean
+.PHONY: setup run check test test-slow bench thesis lock clean
 
 # requirements.lock: every package, exact version and sha256, resolved from requirements.txt
 # (`make lock` refreshes it). tinysoundfont is installed apart, without its dependencies: its
@@ -52,11 +52,13 @@ run: check
 # two processes (pytest-xdist), a test file per process at a time: the suite is mostly real
 # decoding, training and `dvc repro` subprocesses, each on one core
 TEST_FLAGS ?= -n 2 --dist loadfile
+# `make test`: the default suite; the real `dvc repro` runs and the other slow checks are marked
+# `slow` and run by `make test-slow` (CI runs both)
 test: setup
-	$(PY) -m pytest -q $(TEST_FLAGS)
-
-test-fast: setup
 	$(PY) -m pytest -q $(TEST_FLAGS) -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q $(TEST_FLAGS) -m slow
 
 bench: setup
 	# benchmarks/ (beside the package); metrics/stage_times.txt: per-stage wall times of a
