@@ -188,6 +188,8 @@ def test_an_open_set_split_puts_whole_labels_on_the_test_side():
     assert {label_of[t] for t in g.test_quartets.to_numpy().ravel()} <= set(test_labels)
     assert {label_of[t] for t in g.val_quartets.to_numpy().ravel()} <= seen
     assert g.report["split"]["method"] == "open_set" and g.report["labels_under_two_in_test_or_train"] == []
+    assert f"open set: the test side holds every track of 3 label(s) training never sees ({', '.join(test_labels)})" \
+        in gt.summary(g)
     assert not any("fewer than 2 tracks" in w for w in g.warnings)
     again = gt.build(tracks, 42, 0.3, 0.15, n_test=300, n_val=100, n_train=500, open_set_labels=0.3)
     assert again.splits.equals(g.splits) and again.test_quartets.equals(g.test_quartets)

@@ -299,6 +299,9 @@ def summary(gt: GroundTruth) -> str:
             f"{len(a['conflicting_pairs_of_lines'])} conflicting pair(s) kept)"
         )
         lines += judgement_lines(r)
+    if r["split"].get("test_labels"):
+        lines.append(f"  open set: the test side holds every track of {len(r['split']['test_labels'])} "
+                     f"label(s) training never sees ({', '.join(r['split']['test_labels'])})")
     v = r.get("validation")
     if v and v.get("held_out_training_quartets"):
         lines.append(f"  validation: {v['quartets']} quartets = {v['annotated_val_quartets']} "
