@@ -119,8 +119,6 @@ def load_data(features_dir: str | Path, groundtruth_dir: str | Path, tracks_csv:
     labels = _label_codes(ingest.read_tracks(tracks_csv, required=("track_id", "label")), train_tracks)
     if self_supervised:
         labels = np.arange(len(train_tracks), dtype=np.int64)
-    elif len(np.unique(labels)) < 2 and len(triplets):
-        labels = judged_groups(triplets, len(train_tracks))
     return TrainData(spectra=spectra, views=views, view_rows=view_rows, train_tracks=train_tracks,
                      train_labels=labels, triplets=triplets, val_tracks=val_tracks,
                      val_quartets=val_q, val_odd=val_odd,
@@ -165,26 +163,6 @@ def _validation_quartets(path: Path, catalog) -> tuple[list[str], np.ndarray, np
     quartets = vq[SONGS].apply(lambda c: c.map(vpos)).to_numpy(dtype=np.int64)
     odd = np.argmax(vq[SONGS].to_numpy() == vq["odd"].to_numpy()[:, None], axis=1)
     return val_tracks, quartets, odd, dropped
-
-
-def judged_groups(triplets: np.ndarray, n_tracks: int) -> np.ndarray:
-    """Labels `(n_tracks,)` from judgements alone: the connected components of the graph whose
-    edges join each triplet's anchor and positive (songs judged alike), numbered from 0; a track
-    in no such pair is a group of its own. Training then draws P x K batches over these groups as
-    it does over labels, mining every valid triplet of a batch, instead of only the triplets the
-    judgements spell out. When one group holds over half the judged tracks the groups say little
-    (nearly everything chained to everything): then all tracks get one label, and training falls
-    back to the judgements' own triplets (`train_batches`: P x K needs two labels)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    edges = np.asarray(triplets, np.int64)[:, :2]
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_tracks, n_tracks))
-    _, groups = connected_components(graph, directed=False)
-    judged = np.unique(edges)
-    if np.bincount(groups[judged]).max() * 2 > len(judged):
-        return np.zeros(n_tracks, np.int64)
-    return np.unique(groups, return_inverse=True)[1].ravel().astype(np.int64)
 
 
 def _label_codes(tracks: pd.DataFrame, train_tracks: list[str]) -> np.ndarray:
