@@ -270,8 +270,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; see --list")
     raw = yaml.safe_load(Path(args.params).read_text())
-    tmp_root = Path(tempfile.mkdtemp(prefix="heads-"))
-    lib = Library(args.features, args.groundtruth, args.tracks, config.from_dict(raw), tmp_root)
+    with tempfile.TemporaryDirectory(prefix="heads-") as tmp_root:  # another network's exported outputs
+        study(args, wanted, raw, Library(args.features, args.groundtruth, args.tracks, config.from_dict(raw),
+                                         Path(tmp_root)))
+
+
+def study(args: argparse.Namespace, wanted: list[str], raw: dict, lib: Library) -> None:
+    """Score every wanted candidate on every unit (or reuse earlier scores), print the table."""
     units = [u for r in range(args.repeats) for u in folds_of(lib.labels, args.folds, args.quartets, r)]
     print(f"{len(lib.ids)} non-test tracks, {len(np.unique(lib.labels))} labels; {args.repeats} x "
           f"{args.folds}-fold cross-validation, {len(units[0].quartets)} quartets per held-out fold")
