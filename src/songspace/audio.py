@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 
 from songspace.errors import UserError
 
@@ -93,6 +91,10 @@ def check_length(path: str | Path, max_seconds: float | None, setting: str) -> A
 @lru_cache(maxsize=16)
 def _resampler(orig_rate: int, rate: int) -> torchaudio.transforms.Resample:
     # The transform builds its sinc kernel once; the functional form rebuilds it on every call.
+    # torch is imported here, not above: the stages that only list and check files (scan, ingest,
+    # groundtruth) never pay its 4-5 s import.
+    import torchaudio
+
     return torchaudio.transforms.Resample(orig_rate, rate)
 
 
@@ -100,6 +102,8 @@ def resample(wave: np.ndarray, orig_rate: int, rate: int) -> np.ndarray:
     """Resample a mono float32 signal (samples,) from `orig_rate` to `rate` Hz."""
     if orig_rate == rate:
         return wave.astype(np.float32, copy=False)
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     with torch.no_grad():
         return _resampler(int(orig_rate), int(rate))(x).numpy()
