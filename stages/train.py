@@ -41,6 +41,8 @@ def main() -> None:
     with logger as live:
         if live is not None:
             live.log_params({"model": params.model, "loss": params.loss})
+            if resume:
+                train.continue_steps(live)
         train.fit(params, data, args.out, live=live)
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint, codegraph, embed, evaluate, losses, models
 from .checkpoint import load as read_checkpoint
-from .config import Params
+from .config import TRIPLET_LOSSES, Params
 # what training reads and how its batches are made: importable from here too
 from .train_batches import BatchPlan, TrackSamples, TripletSamples, pk_order, plan_batches, sample_rng  # noqa: F401
 from .train_data import TrainData, cache_trunk, load_data, stored_trunk_cache  # noqa: F401
@@ -234,7 +234,7 @@ def train_epoch(run: Run, params: Params, data: TrainData, live=None, progress: 
             # views laid out [view 0 of every item; view 1 of every item; ...]
             emb = run.net(x.transpose(0, 1).reshape(b * k, *x.shape[2:]))
             flat = labels.transpose(0, 1).reshape(-1)
-            if params.loss == "triplet":
+            if params.loss in TRIPLET_LOSSES:
                 loss = run.loss_fn(emb.float(), flat)
             elif params.loss == "supcon":
                 loss = run.loss_fn(run.projection(emb).float(), flat)
@@ -248,8 +248,10 @@ def train_epoch(run: Run, params: Params, data: TrainData, live=None, progress: 
         total += float(loss.detach())
         count += 1
         if live is not None and run.rank == 0:
+            # A row per batch, written at once; dvclive's summary and report once per epoch
+            # (`end_epoch`): its `next_step` rereads every curve, which per batch grows with the run.
             live.log_metric("train/loss", float(loss.detach()))
-            live.next_step()
+            live.step += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(1, count)
 
@@ -278,6 +280,8 @@ def end_epoch(run: Run, params: Params, data: TrainData, loss: float, live=None)
         if improved or math.isnan(val) or not (run.out / "best.pt").exists():
             save_checkpoint(run, params, run.out / "best.pt")
         save_checkpoint(run, params, run.out / "last.pt")
+        if live is not None:
+            live.sync()
         print(f"epoch {epoch + 1}: loss {row['loss']:.4f}  val odd-one-out {val:.3f}  lr {lr:.2e}"
               + ("  (best)" if improved else ""))
     if run.world > 1:
@@ -289,6 +293,18 @@ def end_epoch(run: Run, params: Params, data: TrainData, loss: float, live=None)
         flag = torch.tensor([state["stale"]], device=run.device)
         dist.broadcast(flag, 0)
         state["stale"] = int(flag.item())
+
+
+def continue_steps(live) -> None:
+    """Move a resumed dvclive run's step past every row its curves hold: dvclive resumes from the
+    step of its last summary (written once per epoch), and a run killed mid-epoch has logged
+    batches after it."""
+    last = live.step - 1
+    for tsv in Path(live.plots_dir, "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if len(lines) > 1:
+            last = max(last, int(lines[-1].split("\t", 1)[0]))
+    live.step = last + 1
 
 
 def fit(params: Params, data: TrainData, out_dir: str | Path, live=None,
