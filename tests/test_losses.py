@@ -29,6 +29,29 @@ def test_triplet_mining_needs_labels_and_mines():
     assert float(loss(emb, torch.tensor([0, 1, 2] * 4))) >= 0.0
 
 
+def test_multi_similarity_equals_formula_on_labelled_items_and_on_triplets():
+    g = torch.Generator().manual_seed(4)
+    emb, labels = torch.randn(9, 5, generator=g), torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    alpha, beta, base = 2.0, 50.0, 0.5
+    s = F.normalize(emb, dim=1) @ F.normalize(emb, dim=1).T  # cosine similarity
+
+    def anchor_term(i, positives, negatives):
+        pos = sum(math.exp(-alpha * (float(s[i, j]) - base)) for j in positives)
+        neg = sum(math.exp(beta * (float(s[i, j]) - base)) for j in negatives)
+        return math.log1p(pos) / alpha + math.log1p(neg) / beta
+
+    want = sum(anchor_term(i, [j for j in range(9) if labels[j] == labels[i] and j != i],
+                           [j for j in range(9) if labels[j] != labels[i]]) for i in range(9)) / 9
+    assert float(losses.build("multisimilarity", from_labels=True)(emb, labels)) == pytest.approx(want, rel=1e-4)
+    # ground-truth triplets [anchors; positives; negatives]: each anchor's one positive and negative pair
+    b = 3
+    trip = torch.randn(3 * b, 5, generator=g)
+    s = F.normalize(trip, dim=1) @ F.normalize(trip, dim=1).T
+    # the library averages over every embedding of the batch, positives and negatives included (no pairs of their own)
+    want = sum(anchor_term(i, [i + b], [i + 2 * b]) for i in range(b)) / (3 * b)
+    assert float(losses.build("multisimilarity")(trip)) == pytest.approx(want, rel=1e-4)
+
+
 def test_nt_xent_equals_formula():
     g = torch.Generator().manual_seed(2)
     v1, v2, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g), 0.5
@@ -63,5 +86,5 @@ def test_contrastive_loss_decreases_on_tiny_data():
 
 
 def test_unknown_loss_lists_valid_ones():
-    with pytest.raises(ValueError, match="triplet, contrastive"):
+    with pytest.raises(ValueError, match="triplet, multisimilarity, contrastive"):
         losses.build("arcface")

@@ -205,7 +205,8 @@ def test_label_with_fewer_than_k_tracks_still_trains(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("loss,mining", [("triplet", "batch_hard"), ("triplet", "semihard"),
-                                         ("supcon", "none"), ("contrastive", "none")])
+                                         ("multisimilarity", "none"), ("supcon", "none"),
+                                         ("contrastive", "none")])
 def test_pk_losses_train(project, tmp_path, loss, mining):
     params, paths = project
     p = config.from_dict({**TINY_PARAMS, "loss": loss,

@@ -23,6 +23,7 @@ import yaml
 from songspace.config_schema import (  # noqa: F401 - the names the rest of the code imports from config
     ARCHS, CNN_ARCHS, DEFAULT_MODELS, DEVICES, ENGINES, FREEZE, GROUP_TAGS, LABEL_TAGS, LOSSES, MAX_CLIP_SECONDS,
     MINING, MINKOWSKI_MIN_P, PRETRAINED, RESAMPLE_STEP_HZ, RESNET_DEPTHS, SAMPLERS, SOURCES, SPLIT_METHODS,
+    TRIPLET_LOSSES,
     AugmentParams, ComputeParams, ConfigError, CorpusParams, DataParams, EvaluateParams, FeatureParams, FreqMaskParams,
     GroundTruthParams, IndexParams, ModelParams, NoiseParams, Params, PitchShiftParams, RandomMaskParams,
     ResampleParams, ServeParams, SplitParams, TimeMaskParams, TimeStretchParams, TrainParams, arch_keys, check,

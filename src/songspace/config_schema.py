@@ -21,7 +21,8 @@ MAX_CLIP_SECONDS = 30.0   # the longest clip the built-in corpus renders
 MINKOWSKI_MIN_P = 1.0     # below an order of 1 a Minkowski "distance" is no metric
 RESAMPLE_STEP_HZ = 100    # augment.resample draws its rates on this grid (augment.low_rates)
 
-LOSSES = ("triplet", "contrastive", "supcon")
+LOSSES = ("triplet", "multisimilarity", "contrastive", "supcon")
+TRIPLET_LOSSES = ("triplet", "multisimilarity")  # on ground-truth triplets, or on a batch's labelled items
 SOURCES = ("corpus", "folder")
 MINING = ("none", "semihard", "hard", "batch_hard")
 SAMPLERS = ("pk", "triplets")
@@ -34,6 +35,7 @@ ARCHS = ("cnn", "cnn_bn", "resnet", "musicnn")               # the builders of m
 CNN_ARCHS = ("cnn", "cnn_bn")
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 PRETRAINED = ("MSD_musicnn", "MTT_musicnn")                  # the checkpoints in the musicnn wheel
+BOTH_NETWORKS = "+".join(PRETRAINED)                          # a trunk of both networks' outputs
 FREEZE = ("none", "frontend", "backbone")
 
 
@@ -231,7 +233,8 @@ class ModelParams:
     depth: int = field(default=18, metadata=_meta("layers", choices=RESNET_DEPTHS, arch=("resnet",)))
     batch_size: int = num(128, 2, help="the model's batch size (train.batch_size overrides it)")
     embedding_dim: int = num(128, 1, help="dimensions of the embedding")
-    pretrained: str = pick("MTT_musicnn", PRETRAINED, arch=_MUSICNN, help="the checkpoint in the musicnn wheel")
+    pretrained: str = pick("MTT_musicnn", PRETRAINED + (BOTH_NETWORKS,), arch=_MUSICNN,
+                           help="the checkpoint in the musicnn wheel, or both ('+': the trunk joins their outputs)")
     freeze: str = pick("none", FREEZE, arch=_MUSICNN, help="the pretrained part without gradient")
     lr_factor: float = num(1.0, 0, arch=_MUSICNN, help="learning-rate factor of the pretrained layers")
     head_hidden: int = num(0, 0, arch=_MUSICNN, help="hidden units of the embedding head (0: linear head)")
@@ -308,7 +311,8 @@ class ComputeParams:
 class Params:
     seed: int = num(42, 0, help="seed of every random draw")
     model: str = free("musicnn_msd", help="a key of `models`")
-    loss: str = pick("triplet", LOSSES, help="triplet | contrastive (NT-Xent) | supcon (supervised contrastive)")
+    loss: str = pick("triplet", LOSSES, help="triplet | multisimilarity | contrastive (NT-Xent) | supcon (supervised "
+                     "contrastive)")
     data: DataParams = section(DataParams, "the music library")
     corpus: CorpusParams = section(CorpusParams, "the built-in corpus")
     split: SplitParams = section(SplitParams, "train / val / test split")

@@ -4,6 +4,10 @@
   labels (P x K batches, or `mining` set), on every valid triplet of the batch or those a miner
   picks: `semihard` / `hard` (TripletMarginMiner), `batch_hard` (BatchHardMiner: the hardest
   positive and negative of each anchor).
+- `multisimilarity`: MultiSimilarityLoss (Wang et al., 2019; its authors' alpha 2, beta 50,
+  base 0.5) on the same pairs as `triplet`: every positive and negative pair of a P x K batch,
+  softly weighted by how hard it is (or the pairs of the miner `mining` names), or the pairs of
+  ground-truth triplets.
 - `supcon`: supervised contrastive loss (SupConLoss): every same-label item of the batch is a
   positive.
 - `contrastive`: NT-Xent (SimCLR): two augmented views of a track are the positive pair, every other
@@ -23,11 +27,13 @@ from songspace import config
 
 
 class TripletLoss(torch.nn.Module):
-    """Triplet margin loss over `(3B, d)` embeddings laid out as [anchors; positives; negatives]."""
+    """Triplet margin loss (`kind` "triplet") or multi-similarity loss ("multisimilarity") over
+    `(3B, d)` embeddings laid out as [anchors; positives; negatives], or over labelled items."""
 
-    def __init__(self, margin: float, mining: str = "none", from_labels: bool = False):
+    def __init__(self, margin: float, mining: str = "none", from_labels: bool = False, kind: str = "triplet"):
         super().__init__()
-        self.loss = pml_losses.TripletMarginLoss(margin=margin)
+        self.loss = pml_losses.TripletMarginLoss(margin=margin) if kind == "triplet" \
+            else pml_losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5)
         self.from_labels = from_labels or mining != "none"
         self.miner = None
         if mining == "batch_hard":
@@ -83,14 +89,14 @@ class SupConLoss(torch.nn.Module):
 
 
 # The names are config.LOSSES (params are checked without importing torch); the classes here.
-LOSSES = dict(zip(config.LOSSES, (TripletLoss, ContrastiveLoss, SupConLoss), strict=True))
+LOSSES = dict(zip(config.LOSSES, (TripletLoss, TripletLoss, ContrastiveLoss, SupConLoss), strict=True))
 
 
 def build(name: str, margin: float = 0.2, mining: str = "none", temperature: float = 0.1,
           distributed: bool = False, from_labels: bool = False) -> torch.nn.Module:
     """The loss called `name` (see LOSSES)."""
-    if name == "triplet":
-        return TripletLoss(margin, mining, from_labels)
+    if name in config.TRIPLET_LOSSES:
+        return TripletLoss(margin, mining, from_labels, kind=name)
     if name == "contrastive":
         return ContrastiveLoss(temperature, distributed)
     if name == "supcon":

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import augment
-from .config import AugmentParams, Params
+from .config import TRIPLET_LOSSES, AugmentParams, Params
 from .train_data import TrainData
 
 
@@ -119,7 +119,7 @@ def plan_batches(params: Params, data: TrainData, world: int = 1) -> BatchPlan:
 def _sampler(params: Params, data: TrainData, notes: list[str]) -> str:
     """`train.sampler`, or the one that works on `data` instead (why, appended to `notes`)."""
     sampler = params.train.sampler
-    if data.self_supervised and sampler == "triplets" and params.loss == "triplet":
+    if data.self_supervised and sampler == "triplets" and params.loss in TRIPLET_LOSSES:
         notes.append("no labels: triplets come from the batch (train.sampler pk), a track's "
                      "segments being each other's positives")
         sampler = "pk"
@@ -158,7 +158,7 @@ def _triplets_plan(params: Params, data: TrainData, world: int, notes: list[str]
     """Batches of ground-truth triplets (triplet loss) or of training tracks, in whole passes."""
     tp = params.train
     batch = max(1, params.batch_size // world)
-    if params.loss == "triplet":
+    if params.loss in TRIPLET_LOSSES:
         if tp.mining == "none" and len(data.triplets) == 0:
             raise ValueError("no training triplets: check data/groundtruth/train_triplets.csv")
         n_pool, make = len(data.triplets), TripletSamples
