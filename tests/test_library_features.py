@@ -118,6 +118,29 @@ def test_the_stored_trunk_is_the_models_own_trunk(tmp_path):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_the_trunk_of_both_networks_joins_their_stored_outputs(tmp_path):
+    params, tracks = _params(tmp_path), _tracks(tmp_path, 2)
+    library_features.build(tracks, params, tmp_path / "one", progress=False)
+    both = config.from_dict({**PARAMS, "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1},
+                             "models": {"frozen": {**PARAMS["models"]["frozen"],
+                                                   "pretrained": "MSD_musicnn+MTT_musicnn"}}})
+    library_features.build(tracks, both, tmp_path / "both", progress=False)
+    joined = library_features.load_trunk(tmp_path / "both", "MSD_musicnn+MTT_musicnn")
+    msd = library_features.load_trunk(tmp_path / "one", "MSD_musicnn")
+    mtt = library_features.export_trunk(tracks, params, "MTT_musicnn", tmp_path / "mtt")
+    assert joined.array.shape[1] == library_features.persong_dim("MSD_musicnn+MTT_musicnn") == 592
+    np.testing.assert_array_equal(joined.array[:, :392], msd.array)
+    np.testing.assert_array_equal(joined.array[:, 392:], mtt.array[:, :200])
+    assert joined.index.equals(msd.index)
+    # the model's own trunk over the same segments gives those rows
+    spectra, _ = features.extract_library(tracks, both.features, "musicnn", workers=1, progress=False)
+    windows, _ = spectra.segments()
+    model = embed.build(both.model_params, both.features).eval()
+    with torch.no_grad():
+        expected = embed.embed_segments(embed.Trunk(model), windows)
+    np.testing.assert_allclose(joined.array, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_halves_and_a_silent_song(tmp_path):
     params, tracks = _params(tmp_path, **{"data.labels": "none"}), _tracks(tmp_path, 2)
     silent = tmp_path / "audio" / "silent.wav"

@@ -204,6 +204,21 @@ def test_head_sees_the_penultimate_layer_and_optionally_band_statistics(head_hid
     assert net.trunk_frozen == (params.freeze == "backbone")
 
 
+def test_a_trunk_of_both_networks_follows_the_first_with_the_others_penultimate_layer():
+    params = dataclasses.replace(PARAMS.models["musicnn_msd"], pretrained="MSD_musicnn+MTT_musicnn")
+    net = models.build(params, musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()
+    one = models.build(PARAMS.models["musicnn_msd"], musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()
+    x = _reference_input()[:3]
+    with torch.no_grad():
+        trunk, single = net.trunk(x).numpy(), one.trunk(x).numpy()
+    assert net.trunk_dim == trunk.shape[1] == 200 + 192 + 200
+    np.testing.assert_array_equal(trunk[:, :392], single)
+    assert np.abs(trunk[:, 392:] - REFERENCE["MTT_musicnn/penultimate"][:3]).max() <= 1e-3
+    assert net.frozen_modules() == [net.backbone, *net.others]
+    groups = models.param_groups(net, lr=1e-3)
+    assert [len(g["params"]) for g in groups] == [len(list(net.head.parameters()))]  # both networks frozen
+
+
 def test_frozen_parts_stay_in_eval_mode():
     net = _registry_model("frontend").train()
     assert not net.backbone.frontend.training

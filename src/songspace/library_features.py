@@ -141,12 +141,13 @@ def export_trunk(tracks: pd.DataFrame, params: Params, checkpoint: str, out_dir:
     its own trunk file; for studies that compare networks (`benchmarks/heads.py`)."""
     the_plan = plan(params)
     products = the_plan.products(params.compute.cache_dir)
-    name = f"trunk-{checkpoint}"
-    if name not in products:
+    names = [f"trunk-{c}" for c in checkpoint.split("+")]
+    if any(name not in products for name in names):
         raise features.FeatureError(f"{checkpoint}: not a network of the per-song store "
                                     f"({', '.join(the_plan.networks)})")
     keys = song_key(tracks)
-    have = [(t, k) for t, k in zip(tracks["track_id"].astype(str), keys) if products[name].has(k)]
+    have = [(t, k) for t, k in zip(tracks["track_id"].astype(str), keys)
+            if all(products[name].has(k) for name in names)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_trunk(out, checkpoint, the_plan, products, have)
@@ -174,19 +175,25 @@ def _parts(the_plan: persong.Plan, track_id: str):
 
 
 def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
+    """The trunk file of `ckpt`: one network's stored rows, or for several joined by '+' (the
+    model's `others`) the first's rows followed by each other's penultimate layer."""
+    first, *others = ckpt.split("+")
     rows, index = [], []
     for track_id, key in songs:
-        entries = {part: products[f"trunk{part}-{ckpt}"].load(key) for part in the_plan.parts}
+        entries = {(part, c): products[f"trunk{part}-{c}"].load(key)
+                   for part in the_plan.parts for c in (first, *others)}
         for part, akey, pid in _parts(the_plan, track_id):
-            r, offs = entries[part][f"rows{akey}"], entries[part][f"offsets{akey}"]
-            rows.append(r)
+            r, offs = entries[part, first][f"rows{akey}"], entries[part, first][f"offsets{akey}"]
+            rows.append(np.concatenate([r, *(entries[part, c][f"rows{akey}"][:, :musicnn.PENULTIMATE_UNITS]
+                                             for c in others)], axis=1) if others else r)
             index += [(pid, s, float(o)) for s, o in enumerate(offs)]
-    write_trunk(out, ckpt, np.concatenate(rows) if rows else np.zeros((0, persong_dim()), np.float32),
+    write_trunk(out, ckpt, np.concatenate(rows) if rows else np.zeros((0, persong_dim(ckpt)), np.float32),
                 pd.DataFrame(index, columns=["track_id", "segment", "offset_s"]))
 
 
-def persong_dim() -> int:
-    return musicnn.PENULTIMATE_UNITS + 2 * musicnn.N_MELS
+def persong_dim(ckpt: str = "MSD_musicnn") -> int:
+    """The width of `ckpt`'s trunk rows (`musicnn.MusicnnEmbedding.trunk_dim` with band_stats)."""
+    return musicnn.PENULTIMATE_UNITS * len(ckpt.split("+")) + 2 * musicnn.N_MELS
 
 
 def _write_baselines(out: Path, the_plan, products, songs) -> None:

@@ -122,7 +122,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
     pretrained: dict[int, float] = {}
     for module in model.modules():
         if isinstance(module, musicnn.MusicnnEmbedding):
-            pretrained.update({id(p): module.lr_factor for p in module.backbone.parameters()})
+            pretrained.update({id(p): module.lr_factor for p in module.pretrained_parameters()})
     groups: dict[float, list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:

@@ -248,6 +248,15 @@ class Musicnn(nn.Module):
 # ---------------------------------------------------------------- pretrained weights
 
 
+def checkpoints_of(pretrained: str) -> list[str]:
+    """The wheel checkpoints a `pretrained` setting names: one, or several joined by '+'."""
+    names = pretrained.split("+")
+    for name in names:
+        if name not in CHECKPOINTS:
+            raise ModelError(f"pretrained '{name}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
+    return names
+
+
 def load_pretrained(name: str, n_tags: int | None = N_TAGS) -> Musicnn:
     """musicnn with the weights of checkpoint `name` ("MSD_musicnn" | "MTT_musicnn"), in eval mode."""
     return load_weights(Musicnn(n_tags), name).eval()
@@ -276,7 +285,9 @@ class MusicnnEmbedding(nn.Module):
 
     `forward(x) = head(trunk(x))`. The trunk is the 200-unit penultimate layer, followed with
     `band_stats` by each mel band's mean and standard deviation over the segment's frames (the
-    timbre summary that log-mel statistics capture and the tag-trained layers partly discard).
+    timbre summary that log-mel statistics capture and the tag-trained layers partly discard),
+    then by the penultimate layers of `others` more pretrained networks (`others`: their count;
+    `build_musicnn` loads a checkpoint into each).
     The head is a linear layer (`head_hidden` 0), or, with `head_hidden` units, batch-norm
     standardisation of the trunk's output, a hidden ReLU layer and the linear output; with
     `band_stats` and no hidden layer, standardisation and the linear output.
@@ -293,7 +304,7 @@ class MusicnnEmbedding(nn.Module):
     normalise_input = False
 
     def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
-                 head_hidden: int = 0, band_stats: bool = False):
+                 head_hidden: int = 0, band_stats: bool = False, others: int = 0):
         super().__init__()
         if freeze not in FREEZE:
             raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
@@ -302,8 +313,9 @@ class MusicnnEmbedding(nn.Module):
         if head_hidden < 0:
             raise ModelError(f"head_hidden must be >= 0, got {head_hidden}")
         self.backbone = Musicnn(n_tags=None)
+        self.others = nn.ModuleList(Musicnn(n_tags=None) for _ in range(others))
         self.band_stats = bool(band_stats)
-        self.trunk_dim = PENULTIMATE_UNITS + (2 * N_MELS if self.band_stats else 0)
+        self.trunk_dim = PENULTIMATE_UNITS * (1 + others) + (2 * N_MELS if self.band_stats else 0)
         if head_hidden == 0 and not self.band_stats:
             self.head: nn.Module = nn.Linear(self.trunk_dim, embedding_dim)
         else:
@@ -324,7 +336,12 @@ class MusicnnEmbedding(nn.Module):
         return self.freeze == "backbone"
 
     def frozen_modules(self) -> list[nn.Module]:
-        return {"none": [], "frontend": [self.backbone.frontend], "backbone": [self.backbone]}[self.freeze]
+        nets = [self.backbone, *self.others]
+        return {"none": [], "frontend": [n.frontend for n in nets], "backbone": nets}[self.freeze]
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the pretrained networks (`models.param_groups` scales their lr)."""
+        return [p for n in (self.backbone, *self.others) for p in n.parameters()]
 
     def train(self, mode: bool = True) -> MusicnnEmbedding:
         super().train(mode)
@@ -338,6 +355,8 @@ class MusicnnEmbedding(nn.Module):
         if self.band_stats:
             bands = x.flatten(1, -2)  # (batch, 96, frames)
             out = torch.cat([out, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
+        if len(self.others):
+            out = torch.cat([out, *(net.penultimate(x) for net in self.others)], dim=1)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -355,10 +374,10 @@ def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
                          f"got {n_mels}")
     if frames < 1:
         raise ModelError(f"musicnn needs at least one frame, got {frames}")
+    names = checkpoints_of(params.pretrained)
     model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor,
-                             params.head_hidden, params.band_stats)
+                             params.head_hidden, params.band_stats, others=len(names) - 1)
     if not next(model.head.parameters()).is_meta:
-        load_weights(model.backbone, params.pretrained)
-    elif params.pretrained not in CHECKPOINTS:
-        raise ModelError(f"pretrained '{params.pretrained}' is unknown; choose one of: {', '.join(CHECKPOINTS)}")
+        for net, name in zip((model.backbone, *model.others), names):
+            load_weights(net, name)
     return model
