@@ -16,7 +16,7 @@ def data():
 
 def test_registry_names_and_unknown_name():
     assert scalers.NAMES == ("MinMaxScaler", "StandardScaler", "Normalizer")
-    assert scalers.SCALERS["StandardScaler"] is StandardScaler
+    assert scalers.classes()["StandardScaler"] is StandardScaler and tuple(scalers.classes()) == scalers.NAMES
     with pytest.raises(KeyError, match="choose one of: MinMaxScaler, StandardScaler, Normalizer"):
         scalers.make("RobustScaler")
 

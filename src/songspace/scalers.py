@@ -1,6 +1,7 @@
 """The three scalers of the evaluation grid, fitted on training embeddings only.
 
-`SCALERS` maps a name to its scikit-learn class. `fit_apply` fits a fresh scaler on the
+`classes()` maps a name to its scikit-learn class (imported there: checking params needs only
+`NAMES`, not scikit-learn's 2 s import). `fit_apply` fits a fresh scaler on the
 training embeddings and applies that same fitted scaler to both sets, so no statistic of
 the test set (its minimum, mean or spread) ever reaches the embeddings being scored.
 
@@ -12,20 +13,21 @@ the test set (its minimum, mean or spread) ever reaches the embeddings being sco
 from __future__ import annotations
 
 import numpy as np
-from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
 
-SCALERS: dict[str, type] = {
-    "MinMaxScaler": MinMaxScaler,
-    "StandardScaler": StandardScaler,
-    "Normalizer": Normalizer,
-}
-NAMES: tuple[str, ...] = tuple(SCALERS)
+NAMES: tuple[str, ...] = ("MinMaxScaler", "StandardScaler", "Normalizer")
+
+
+def classes() -> dict[str, type]:
+    """Each scaler's scikit-learn class, by name."""
+    from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
+
+    return {"MinMaxScaler": MinMaxScaler, "StandardScaler": StandardScaler, "Normalizer": Normalizer}
 
 
 def make(name: str):
     """A new, unfitted scaler `name`; an unknown name lists the valid ones."""
     try:
-        return SCALERS[name]()
+        return classes()[name]()
     except KeyError:
         raise KeyError(f"unknown scaler '{name}'; choose one of: {', '.join(NAMES)}") from None
 

@@ -8,21 +8,14 @@ in a global average pool, so any input size works; 64x94 reaches layer4 as 2x3.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import torchvision
 from torch import nn
 
 from songspace.config import ModelParams
 from songspace.models.cnn import ModelError
 
-DEPTHS: dict[int, Callable[..., torchvision.models.ResNet]] = {
-    18: torchvision.models.resnet18,
-    34: torchvision.models.resnet34,
-    50: torchvision.models.resnet50,
-    101: torchvision.models.resnet101,
-    152: torchvision.models.resnet152,
-}
+# torchvision's builder of each depth, by name: torchvision is imported when a ResNet is built
+# (its import pulls in torch's compiler, seconds that every stage would pay otherwise)
+DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 
 
 def build_resnet(params: ModelParams, n_mels: int, frames: int) -> torchvision.models.ResNet:
@@ -36,7 +29,9 @@ def build_resnet(params: ModelParams, n_mels: int, frames: int) -> torchvision.m
             f"resnet depth {params.depth} is unknown; choose one of: "
             f"{', '.join(str(d) for d in DEPTHS)}"
         )
-    model = DEPTHS[params.depth](weights=None)
+    import torchvision
+
+    model = getattr(torchvision.models, DEPTHS[params.depth])(weights=None)
     model.conv1 = nn.Conv2d(1, model.conv1.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
     model.fc = nn.Linear(model.fc.in_features, params.embedding_dim)
     return model
