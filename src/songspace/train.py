@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -34,11 +35,12 @@ from .train_batches import BatchPlan, TrackSamples, TripletSamples, pk_order, pl
 from .train_data import TrainData, cache_trunk, load_data, stored_trunk_cache  # noqa: F401
 
 
-def training_code() -> list[Path]:
+@functools.cache
+def training_code() -> tuple[Path, ...]:
     """The code a run's result depends on: this module and every package module it imports,
     transitively (`codegraph.code_files`; the train stage's deps in dvc.yaml are checked against
-    the same walk). A change in any of them starts training afresh."""
-    return codegraph.code_files(__name__)
+    the same walk). A change in any of them starts training afresh. Walked once per process."""
+    return tuple(codegraph.code_files(__name__))
 
 
 def run_identity(params: Params, data: TrainData) -> str:
