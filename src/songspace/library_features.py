@@ -177,7 +177,7 @@ def _parts(the_plan: persong.Plan, track_id: str):
 def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
     """The trunk file of `ckpt`: one network's stored rows, or for several joined by '+' (the
     model's `others`) the first's rows followed by each other's penultimate layer."""
-    first, *others = ckpt.split("+")
+    first, *others = musicnn.checkpoints_of(ckpt)
     rows, index = [], []
     for track_id, key in songs:
         entries = {(part, c): products[f"trunk{part}-{c}"].load(key)
@@ -193,7 +193,7 @@ def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
 
 def persong_dim(ckpt: str = "MSD_musicnn") -> int:
     """The width of `ckpt`'s trunk rows (`musicnn.MusicnnEmbedding.trunk_dim` with band_stats)."""
-    return musicnn.PENULTIMATE_UNITS * len(ckpt.split("+")) + 2 * musicnn.N_MELS
+    return musicnn.PENULTIMATE_UNITS * len(musicnn.checkpoints_of(ckpt)) + 2 * musicnn.N_MELS
 
 
 def _write_baselines(out: Path, the_plan, products, songs) -> None:
