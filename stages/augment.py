@@ -25,11 +25,17 @@ def main() -> None:
         frontend_name=models.input_frontend(params.model_params))
     views.save_views(args.out, array, index, skipped)
     if args.plot and len(train):
-        first = train.iloc[0]
-        wave = audio.load(first["path"], params.features.sample_rate, duration_s=6.0)
-        plots.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
-                                 Path(args.plot), seed=params.seed)
-        print(f"augmentations of {first['track_id']} drawn in {args.plot}")
+        # persist: true in dvc.yaml keeps the figure between runs; it is drawn again only when
+        # what it shows changes (the clip's audio, the settings, the code), not when songs are added
+        clip = views.plot_clip(train)
+        stamp = views.plot_stamp(clip, params.features, params.augment, params.seed)
+        if views.drawn_stamp(args.plot) == stamp:
+            print(f"augmentations of {clip['track_id']} in {args.plot}: unchanged, kept")
+        else:
+            wave = audio.load(clip["path"], params.features.sample_rate, duration_s=views.PLOT_SECONDS)
+            plots.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
+                                     Path(args.plot), seed=params.seed, stamp=stamp)
+            print(f"augmentations of {clip['track_id']} drawn in {args.plot}")
     print(f"{params.augment.views} views x {len(train)} training tracks -> {len(index)} segments "
           f"in {time.perf_counter() - start:.1f} s; {len(skipped)} skipped")
 

@@ -353,3 +353,46 @@ def test_spectrogram_must_be_floating():
 def test_plot_augmentations_writes_a_png(music, tmp_path):
     out = plots.plot_augmentations(music, RATE, FeatureParams(), params(), tmp_path / "aug.png", seed=0)
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_keeps_the_stamp_it_was_drawn_with(music, tmp_path):
+    from songspace import views
+
+    stamped = plots.plot_augmentations(music, RATE, FeatureParams(), params(), tmp_path / "a.png", seed=0,
+                                       stamp="0123abc")
+    plain = plots.plot_augmentations(music, RATE, FeatureParams(), params(), tmp_path / "b.png", seed=0)
+    (tmp_path / "c.png").write_text("not a picture")
+    assert views.drawn_stamp(stamped) == "0123abc"
+    assert views.drawn_stamp(plain) is None
+    assert views.drawn_stamp(tmp_path / "c.png") is None and views.drawn_stamp(tmp_path / "none.png") is None
+
+
+def test_the_figure_shows_the_same_clip_when_songs_are_added_or_renamed():
+    import pandas as pd
+
+    from songspace import views
+
+    train = pd.DataFrame({"track_id": ["b/x", "a/y", "c/z"], "path": ["x.ogg", "y.ogg", "z.ogg"],
+                          "audio_key": ["7f", "3c", "a0"]})
+    assert views.plot_clip(train)["track_id"] == "a/y"
+    grown = pd.concat([train, pd.DataFrame({"track_id": ["0/new"], "path": ["n.ogg"], "audio_key": ["9e"]})],
+                      ignore_index=True)
+    renamed = train.assign(track_id=["b/x", "moved/y", "c/z"])
+    assert views.plot_clip(grown)["track_id"] == "a/y"
+    assert views.plot_clip(renamed)["audio_key"] == "3c"
+
+
+def test_the_figure_stamp_follows_what_it_is_drawn_from():
+    import pandas as pd
+
+    from songspace import views
+
+    clip = pd.Series({"track_id": "a/y", "path": "y.ogg", "audio_key": "3c"})
+    stamp = views.plot_stamp(clip, FeatureParams(), params(), 0)
+    assert stamp == views.plot_stamp(clip.copy(), FeatureParams(), params(), 0)
+    assert stamp == views.plot_stamp(clip.replace("a/y", "moved/y"), FeatureParams(), params(), 0)
+    others = [views.plot_stamp(clip.replace("3c", "3d"), FeatureParams(), params(), 0),
+              views.plot_stamp(clip, FeatureParams(), params(), 1),
+              views.plot_stamp(clip, dataclasses.replace(FeatureParams(), n_mels=48), params(), 0),
+              views.plot_stamp(clip, FeatureParams(), params(time_stretch={"max_change": 0.3}), 0)]
+    assert len({stamp, *others}) == 5

@@ -125,6 +125,10 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     # everything is up to date afterwards but the scan of the library folder, which always reruns
     status = json.loads(_run([str(venv_bin / "dvc"), "status", "--json"], repo, env))
     assert status == {"scan": ["always changed"]}
+    # the augmentation figure persists: a rerun of its stage keeps it rather than drawing it again
+    figure = (repo / "plots" / "augmentations.png").read_bytes()
+    again = _run([str(venv_bin / "dvc"), "repro", "-f", "-s", "augment"], repo, env)
+    assert "unchanged, kept" in again and (repo / "plots" / "augmentations.png").read_bytes() == figure
     # judgements made in the explorer's judge view, then a parameter change pointing at them
     # (`dvc exp run -S`): the stages that depend on it rerun and train on the judgements
     answers = judge_through_the_api(repo)

@@ -266,13 +266,15 @@ def plot_augmentations(
     params: AugmentParams,
     out_png: str | Path,
     seed: int = 0,
+    stamp: str | None = None,
 ) -> Path:
     """One clip's log-mel before and after each augmentation, each at its strongest setting.
 
     wave: mono float32 `(samples,)` at `rate` Hz (resampled to features.sample_rate if needed).
     One panel per augmentation, titled with its strength, shared dB colour scale, time in
     seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
-    positions) comes from `seed`. Writes and returns `out_png`.
+    positions) comes from `seed`. Writes and returns `out_png`; `stamp`, if given, is kept in
+    the PNG's text (`png_stamp` reads it back) to say what the figure was drawn from.
     """
     from songspace import augment as A
 
@@ -280,7 +282,10 @@ def plot_augmentations(
     x = _clip_at(wave, rate, feature_params.sample_rate)
     panels = _augmentation_panels(x, feature_params, params, seed)
     stretch = 1.0 + params.time_stretch.max_change
-    return _draw_augmentations(panels, x.size, feature_params, stretch, seed, out_png)
+    return _draw_augmentations(panels, x.size, feature_params, stretch, seed, out_png, stamp)
+
+
+STAMP_KEY = "songspace-drawn-from"
 
 
 def _clip_at(wave: np.ndarray, rate: int, sr: int) -> np.ndarray:
@@ -347,7 +352,7 @@ def _mask_panels(base, params: AugmentParams, gen) -> list:
 
 
 def _draw_augmentations(panels: list, samples: int, fp: FeatureParams, stretch: float, seed: int,
-                        out_png: str | Path) -> Path:
+                        out_png: str | Path, stamp: str | None = None) -> Path:
     """The panels in a 4 x 2 grid on the original's dB scale; writes and returns `out_png`."""
     base = panels[0][1]
     vmin, vmax = float(base.min()), float(base.max())
@@ -381,6 +386,6 @@ def _draw_augmentations(panels: list, samples: int, fp: FeatureParams, stretch: 
     )
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=100, metadata={STAMP_KEY: stamp} if stamp else None)
     plt.close(fig)
     return out_png

@@ -97,3 +97,43 @@ def load_views(out_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     if len(index) != len(array):
         raise features.FeatureError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
     return array, index
+
+
+PLOT_SECONDS = 6.0   # length of the clip the augmentation figure shows
+
+
+def plot_clip(train: pd.DataFrame) -> pd.Series:
+    """The training track the augmentation figure shows: the one with the smallest audio key, so
+    that adding, renaming or moving other songs leaves the choice (and the figure) as it was."""
+    keys = train["audio_key"] if "audio_key" in train.columns else train["track_id"]
+    return train.loc[keys.astype(str).sort_values(kind="stable").index[0]]
+
+
+def plot_stamp(clip: pd.Series, fe: FeatureParams, aug: AugmentParams, seed: int) -> str:
+    """A digest of everything the augmentation figure of `clip` is drawn from: the clip's audio,
+    the settings, the seed, the code and the libraries. The same stamp means the same figure."""
+    import dataclasses
+
+    import matplotlib
+
+    from songspace import songstore
+
+    settings = {"audio_key": str(clip.get("audio_key", clip["track_id"])), "seconds": PLOT_SECONDS,
+                "features": dataclasses.asdict(fe), "augment": dataclasses.asdict(aug), "seed": seed,
+                "matplotlib": matplotlib.__version__}
+    code = songstore.code_files("plots", "augment", "specaugment", "frontends", "audio", "views")
+    return songstore.Product(".", "augmentation-plot", settings, code).digest
+
+
+def drawn_stamp(path: str | Path) -> str | None:
+    """The stamp a figure was written with (`plots.plot_augmentations(stamp=...)`), or None when
+    the file is missing, unreadable or has none."""
+    from PIL import Image
+
+    from songspace.plots import STAMP_KEY
+
+    try:  # PIL's UnidentifiedImageError is an OSError
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(STAMP_KEY)
+    except OSError:
+        return None
