@@ -266,3 +266,20 @@ def test_cli_pipeline_only(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--out", str(out), "--only", "pipeline"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--stage-times" in bad.stderr
+
+
+def test_bench_scaling_items_at_a_tiny_size():
+    from benchmarks.scaling import bench_scaling
+
+    flat, added = bench_scaling(config.load(ROOT / "params.yaml"), songs=2, seconds=3.0, factors=(1, 2),
+                                workers=1)
+    for it in (flat, added):
+        check_item(it)
+    extra = flat["extra"]
+    assert extra["fixed_start_s"] == min(extra["fixed_start_runs_s"]) > 0
+    runs = extra["runs"]
+    assert (runs[1]["songs"], runs[2]["songs"]) == (2, 4)
+    beyond = extra["per_song_beyond_start_s"]
+    assert flat["goal_value"] == pytest.approx(max(beyond.values()) / min(beyond.values()), rel=1e-3)
+    assert flat["goal_met"] == (flat["goal_value"] <= 1.2)
+    assert added["extra"]["runs"]["added"]["songs"] == 1 and added["goal_met"] == (added["goal_value"] <= 0.05)
