@@ -19,7 +19,7 @@ Run from the project root. A stage-times file has lines `stage seconds`, e.g. fr
 | training, AMP | step under fp16 autocast (CUDA) | the same model in fp32 | none |
 | queries | faiss exact / HNSW | numpy brute force | none |
 | musicnn, 1 core | `musicnn.logmel` + pretrained forward pass | librosa's log-mel (as the original) + the same forward | none |
-| scaling | ingest + features + index embedding per song on 1x, 4x, 16x a base library; then +1% songs | | per song flat within 20%; +1% <= 5% of the full run |
+| scaling | ingest + features + index embedding per song on 1x, 4x, 16x a base library; then +1% songs | | per song beyond each run's fixed start flat within 20%; +1% <= 5% of the full run |
 | pipeline | per-stage wall times of `dvc repro`, read from a file | | |
 
 The harness (items, timing, printing) is `benchmarks/harness.py`; each group has its module:
