@@ -223,7 +223,7 @@ def summary(lib: Ingested) -> str:
     r = lib.report
     lines = [
         f"library ({r['source']}: {r['root']}): {r['files_found']} audio file(s) found, "
-        f"{r['decoded']} decoded, {r['tracks']} track(s) kept, "
+        f"{r['decoded']} usable, {r['tracks']} track(s) kept, "
         f"{_hms(r['total_duration_s'])} of audio",
     ]
     if lib.reuse is not None:
