@@ -274,7 +274,7 @@ def plot_augmentations(
     One panel per augmentation, titled with its strength, shared dB colour scale, time in
     seconds, frequency as mel bins labelled in Hz. Spectrogram-level randomness (noise, mask
     positions) comes from `seed`. Writes and returns `out_png`; `stamp`, if given, is kept in
-    the PNG's text (`png_stamp` reads it back) to say what the figure was drawn from.
+    the PNG's text (`views.drawn_stamp` reads it back) to say what the figure was drawn from.
     """
     from songspace import augment as A
 

@@ -18,7 +18,7 @@ from songspace.models.cnn import ModelError
 DEPTHS: dict[int, str] = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 
 
-def build_resnet(params: ModelParams, n_mels: int, frames: int) -> torchvision.models.ResNet:
+def build_resnet(params: ModelParams, n_mels: int, frames: int) -> nn.Module:
     """A ResNet of `params.depth` layers: `(batch, 1, n_mels, frames)` -> `(batch, embedding_dim)`.
 
     `n_mels` and `frames` do not change the network (global average pool); they are taken so that
