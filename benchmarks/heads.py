@@ -21,6 +21,15 @@ the reference when that interval lies above 0.
 
 Training runs a fixed `train.epochs` (no validation inside a fold: the held-out fold is the score,
 and stopping on it would choose on it); the final weights are scored.
+
+`--judgements QUARTETS.csv` (song1,song2,song3,odd, as `data.quartets` takes it) trains every
+candidate on odd-one-out judgements alone instead of the labels: on the triplets (two per
+quartet) of the quartets whose three songs all lie in the unit's training folds, with the
+ground-truth triplet sampler. The held-out folds, their quartets and the scoring stay the same.
+
+`--open-set` makes folds of whole labels (at least two a fold), so every held-out quartet asks
+about labels the candidate never trained on: the protocol of `split.open_set`, within the
+non-test tracks.
 """
 from __future__ import annotations
 
@@ -36,18 +45,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy import stats
 
 from songspace import config, embed, evaluate, groundtruth, ingest, library_features, train
-from songspace.groundtruth.labels import draw_pairs_with_odd
+from songspace.groundtruth.labels import draw_pairs_with_odd, quartet_triplets
 from songspace.models import musicnn
 
 # name -> params overrides (dotted keys; `@key`: the selected model's own `models.<model>.key`) for
 # a trained head, or ("untrained", checkpoint(s) joined by "+", columns) for pretrained networks'
 # own stored outputs averaged per track. Two keys change how a track's embedding is made from the
 # trained heads rather than params: `~l2` (L2-normalise each segment's embedding before the
-# track's mean) and `~seeds` (the mean of the track embeddings of that many seeds' heads).
+# track's mean), `~seeds` (the mean of the track embeddings of that many seeds' heads) and `~mix`
+# (w: each segment's embedding is [its unit-length head output, w x its unit-length trunk output
+# standardised by the training segments' mean and deviation], before the track's mean).
 CANDIDATES: dict[str, dict | tuple] = {
     "untrained MSD penultimate": ("untrained", "MSD_musicnn", "penultimate"),
     "untrained MTT penultimate": ("untrained", "MTT_musicnn", "penultimate"),
@@ -71,6 +83,9 @@ CANDIDATES: dict[str, dict | tuple] = {
     "8 cached segments": {"train.cached_segments": 8},
     "L2-normalised segments": {"~l2": True},
     "ensemble of 3 seeds": {"~seeds": 3},
+    "mixed with the trunk, 0.3": {"~mix": 0.3},
+    "mixed with the trunk, 0.5": {"~mix": 0.5},
+    "mixed with the trunk, 1.0": {"~mix": 1.0},
     "16 labels per batch": {"train.labels_per_batch": 16},
 }
 
@@ -88,12 +103,20 @@ class Fold:
     odd: np.ndarray
 
 
-def folds_of(labels: np.ndarray, k: int, quartets: int, repeat: int) -> list[Fold]:
+def folds_of(labels: np.ndarray, k: int, quartets: int, repeat: int, open_set: bool = False
+             ) -> list[Fold]:
     """K label-stratified folds of `labels` (one int per track) and `quartets` quartets per held-out
-    fold, all from the generator seeded by `repeat`."""
+    fold, all from the generator seeded by `repeat`. With `open_set` each label lies in one fold
+    (at least two labels a fold), so a held-out fold asks only about labels training never saw."""
     rng = np.random.default_rng(repeat)
     fold = np.zeros(len(labels), int)
-    for c in np.unique(labels):
+    if open_set:
+        names = np.unique(labels)
+        if len(names) < 2 * k:
+            raise SystemExit(f"open-set folds need at least 2 labels a fold: {len(names)} labels, {k} folds")
+        of_label = dict(zip(rng.permutation(names), np.arange(len(names)) % k))
+        fold = np.array([of_label[c] for c in labels], int)
+    for c in np.unique(labels) if not open_set else ():
         rows = rng.permutation(np.flatnonzero(labels == c))
         fold[rows] = (np.arange(len(rows)) + rng.integers(k)) % k
     out = []
@@ -119,6 +142,16 @@ def corrected_interval(diffs: np.ndarray, test_over_train: float, confidence: fl
     return mean, mean - half, mean + half
 
 
+def judgement_triplets(quartets: pd.DataFrame, ids: list[str]) -> np.ndarray:
+    """(n, 3) positions into `ids` of (anchor, positive, negative): two triplets for each quartet
+    (song1, song2, song3, odd) whose three songs are all in `ids`; the others are left out."""
+    pos = {t: i for i, t in enumerate(ids)}
+    inside = quartets[quartets[["song1", "song2", "song3"]].isin(set(pos)).all(axis=1)]
+    trip = quartet_triplets(inside)
+    return np.stack([trip[c].map(pos).to_numpy(np.int64) for c in ("anchor", "positive", "negative")],
+                    axis=1).reshape(-1, 3)
+
+
 def with_overrides(raw: dict, overrides: dict) -> config.Params:
     """The params of `raw` (params.yaml as loaded) with dotted-key overrides; `@key` names a key
     of the selected model's own settings (`models.<model>.key`)."""
@@ -139,12 +172,14 @@ class Library:
     """The non-test tracks' labels and the stored trunk outputs of each checkpoint."""
 
     def __init__(self, features_dir: str, groundtruth_dir: str, tracks_csv: str, params: config.Params,
-                 workdir: Path):
+                 workdir: Path, judgements: pd.DataFrame | None = None):
         self.features_dir, self.params, self.workdir = features_dir, params, workdir
+        self.judgements = judgements  # train on these quartets' triplets instead of the labels
         splits = groundtruth.read_splits(f"{groundtruth_dir}/splits.csv")
         tracks = self.tracks = ingest.read_tracks(tracks_csv, required=("track_id", "label"))
         label_of = dict(zip(tracks["track_id"], tracks["label"]))
         self._trunks: dict[str, library_features.TrunkRows] = {}
+        self.fitted: dict[tuple, object] = {}  # (spec, repeat, fold, seed) -> train.fit's result
         stored = self.trunk("MSD_musicnn")
         self.ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in stored]
         self.label_names = np.array([str(label_of[t]) for t in self.ids])
@@ -182,33 +217,50 @@ def embeddings(lib: Library, spec, raw: dict, unit: Fold, workdir: Path) -> np.n
         return np.concatenate([lib.track_means(c, everyone, lambda x: x[:, cols])
                                for c in ckpts.split("+")], axis=1)
     spec = dict(spec)
-    l2, seeds = spec.pop("~l2", False), spec.pop("~seeds", 1)
+    l2, seeds, mix = spec.pop("~l2", False), spec.pop("~seeds", 1), float(spec.pop("~mix", 0.0))
     if seeds > 1:
-        return np.mean([_trained(lib, spec, raw, unit, workdir / str(s), 1000 * s + unit.repeat, l2)
+        return np.mean([_trained(lib, spec, raw, unit, workdir / str(s), 1000 * s + unit.repeat, l2, mix)
                         for s in range(seeds)], axis=0)
-    return _trained(lib, spec, raw, unit, workdir, unit.repeat, l2)
+    return _trained(lib, spec, raw, unit, workdir, unit.repeat, l2, mix)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _trained(lib: Library, spec: dict, raw: dict, unit: Fold, workdir: Path, seed: int,
-             l2: bool) -> np.ndarray:
+             l2: bool, mix: float = 0.0) -> np.ndarray:
     everyone = list(range(len(lib.ids)))
-    params = with_overrides(raw, {**spec, "seed": seed})
+    judged = lib.judgements is not None
+    params = with_overrides(raw, {**spec, "seed": seed, **({"train.sampler": "triplets"} if judged else {})})
     ckpt = library_features.trunk_checkpoint(params)
     if ckpt is None or not library_features.trains_on_trunk(params):
         raise SystemExit(f"{spec}: the candidate must train on a stored frozen trunk")
     trunks = lib.trunk(ckpt)
     ids = [lib.ids[i] for i in unit.rest]
     labels = lib.labels[unit.rest]
+    if judged:  # one label for all: the sampler draws the judgements' triplets
+        labels, triplets = np.zeros(len(ids), np.int64), judgement_triplets(lib.judgements, ids)
+    else:
+        labels, triplets = np.unique(labels, return_inverse=True)[1].ravel().astype(np.int64), np.zeros((0, 3), np.int64)
     data = train.TrainData(spectra=None, views=np.zeros((0, 1, 1), np.float32),
                            view_rows=[np.zeros(0, int)] * len(ids), train_tracks=ids,
-                           train_labels=np.unique(labels, return_inverse=True)[1].ravel().astype(np.int64),
-                           triplets=np.zeros((0, 3), np.int64), trunks=trunks)
-    with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and fold: too many to read
-        result = train.fit(params, data, workdir, progress=False)
+                           train_labels=labels, triplets=triplets, trunks=trunks)
+    key = (json.dumps(spec, sort_keys=True), unit.repeat, unit.fold, seed)
+    if key not in lib.fitted:  # candidates that differ only in `~mix` or `~l2` share one fit
+        with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and fold: too many to read
+            lib.fitted[key] = train.fit(params, data, workdir, progress=False)
+    result = lib.fitted[key]
+
+    if mix:  # the trunk standardised by its training segments' mean and deviation
+        seen = np.concatenate([np.asarray(trunks.array[trunks.rows(t)], np.float64) for t in ids])
+        mean, dev = seen.mean(axis=0), np.maximum(seen.std(axis=0), 1e-6)
 
     def segment_emb(x: np.ndarray) -> np.ndarray:
         e = embed.apply_head(result.model, x)
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12) if l2 else e
+        if mix:
+            return np.concatenate([unit_rows(e), mix * unit_rows((x - mean) / dev)], axis=1)
+        return unit_rows(e) if l2 else e
 
     return lib.track_means(ckpt, everyone, segment_emb)
 
@@ -262,6 +314,9 @@ def main() -> None:
     ap.add_argument("--reference", default="defaults")
     ap.add_argument("--out", help="write the table and per-unit scores here (JSON)")
     ap.add_argument("--reuse", nargs="+", help="JSON files of --out whose candidates need no rerun")
+    ap.add_argument("--judgements", help="a quartet CSV (song1,song2,song3,odd): train on its judgements, not the labels")
+    ap.add_argument("--open-set", action="store_true",
+                    help="folds of whole labels: each held-out fold's labels are unseen in training")
     ap.add_argument("--list", action="store_true", help="list the candidates and exit")
     args = ap.parse_args()
     if args.list:
@@ -273,18 +328,33 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; see --list")
     raw = yaml.safe_load(Path(args.params).read_text())
+    judgements = None
+    if args.judgements:
+        judgements = pd.read_csv(args.judgements, dtype=str, keep_default_na=False)
+        if list(judgements.columns[:4]) != ["song1", "song2", "song3", "odd"]:
+            raise SystemExit(f"{args.judgements}: expected the columns song1,song2,song3,odd, "
+                             f"found {list(judgements.columns)}")
     with tempfile.TemporaryDirectory(prefix="heads-") as tmp_root:  # another network's exported outputs
         study(args, wanted, raw, Library(args.features, args.groundtruth, args.tracks, config.from_dict(raw),
-                                         Path(tmp_root)))
+                                         Path(tmp_root), judgements))
 
 
 def study(args: argparse.Namespace, wanted: list[str], raw: dict, lib: Library) -> None:
     """Score every wanted candidate on every unit (or reuse earlier scores), print the table."""
-    units = [u for r in range(args.repeats) for u in folds_of(lib.labels, args.folds, args.quartets, r)]
+    units = [u for r in range(args.repeats)
+             for u in folds_of(lib.labels, args.folds, args.quartets, r, getattr(args, "open_set", False))]
     print(f"{len(lib.ids)} non-test tracks, {len(np.unique(lib.labels))} labels; {args.repeats} x "
           f"{args.folds}-fold cross-validation, {len(units[0].quartets)} quartets per held-out fold")
     design = {"folds": args.folds, "repeats": args.repeats, "quartets": args.quartets,
               "tracks": len(lib.ids), "labels": int(len(np.unique(lib.labels)))}
+    if getattr(args, "open_set", False):
+        design["open_set"] = True
+        print("open set: each held-out fold holds whole labels that its training folds never saw")
+    if lib.judgements is not None:
+        inside = int(lib.judgements[["song1", "song2", "song3"]].isin(set(lib.ids)).all(axis=1).sum())
+        print(f"trained on judgements alone: {inside} of {len(lib.judgements)} quartets lie in the "
+              "non-test tracks; each unit trains on those inside its training folds")
+        design["judgements"] = getattr(args, "judgements", None)
     results: dict[str, list[dict]] = {}
     for path in args.reuse or []:  # units of candidates scored before, on the same design
         old = json.loads(Path(path).read_text())

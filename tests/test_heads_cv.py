@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from scipy import stats
@@ -68,3 +69,38 @@ def test_the_table_pairs_each_candidate_with_the_reference():
     assert "diff" not in rows["defaults"]
     assert rows["other"]["diff"] == pytest.approx(0.0475) and rows["other"]["wins"] == 4
     assert rows["other"]["diff_low"] > 0
+
+
+def test_judgement_triplets_keep_only_quartets_inside_the_training_tracks():
+    quartets = pd.DataFrame([["a", "b", "c", "c"],      # inside: a~b, odd c
+                             ["b", "d", "a", "b"],      # inside: d~a, odd b
+                             ["a", "b", "x", "x"]],     # x is not a training track: left out
+                            columns=["song1", "song2", "song3", "odd"])
+    ids = ["d", "c", "b", "a"]
+    got = heads.judgement_triplets(quartets, ids)
+    named = {tuple(ids[i] for i in row) for row in got}
+    assert named == {("a", "b", "c"), ("b", "a", "c"), ("d", "a", "b"), ("a", "d", "b")}
+    assert got.dtype == np.int64 and got.shape == (4, 3)
+    assert heads.judgement_triplets(quartets, ["a", "b"]).shape == (0, 3)
+
+
+def test_open_set_folds_hold_whole_labels_and_their_quartets_only_unseen_labels():
+    labels = np.repeat(np.arange(10), [6, 4, 5, 9, 3, 7, 4, 5, 6, 8])
+    units = heads.folds_of(labels, 5, 40, repeat=1, open_set=True)
+    assert sorted(np.concatenate([u.held for u in units])) == list(range(len(labels)))
+    for u in units:
+        held, seen = set(labels[u.held]), set(labels[u.rest])
+        assert len(held) == 2 and not held & seen               # two labels, unseen in training
+        for (a, b, c), odd in zip(u.quartets, u.odd):
+            lab = labels[u.held[[a, b, c]]]
+            others = np.delete(lab, odd)
+            assert others[0] == others[1] != lab[odd]
+    assert [set(labels[u.held]) for u in units] != \
+        [set(labels[u.held]) for u in heads.folds_of(labels, 5, 40, repeat=2, open_set=True)]
+    with pytest.raises(SystemExit, match="at least 2 labels a fold"):
+        heads.folds_of(labels, 6, 40, repeat=1, open_set=True)
+
+
+def test_unit_rows_have_length_one_and_leave_zero_rows_at_zero():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    assert np.allclose(heads.unit_rows(x), [[0.6, 0.8], [0.0, 0.0]])
