@@ -7,8 +7,8 @@ penultimate one), against the defaults on the same units (`benchmarks/heads.py`'
 
 The pipeline's per-song store keeps the penultimate layer and the band statistics only, so this
 study runs the network once more over every non-test track's segments (the same segments: each
-track's penultimate columns are checked against the stored ones; ~3 minutes for 113 tracks on 2
-cores, kept in `--rows` for the next run). The candidates' heads are the defaults' (batch-norm
+track's stored columns are checked against the store's; ~3 minutes for 113 tracks on 2
+cores, kept in `--rows` and reread while it holds exactly these segments). The candidates' heads are the defaults' (batch-norm
 standardisation and a linear layer, or an MLP) built over the wider rows; everything else is
 `train.fit` on the defaults' params, as in `benchmarks/heads.py`.
 """
@@ -47,31 +47,51 @@ class PoolWorker(persong.SongWorker):
         return rows.cpu().numpy().astype(np.float32, copy=False)
 
 
+STORED = np.r_[0:P, P + 2 * M:P + 2 * M + B]  # the wide rows' columns that the per-song store keeps
+
+
 def wide_rows(lib: heads.Library, params: config.Params, path: Path) -> library_features.TrunkRows:
-    """The wide rows of every non-test track (computed once, then read from `path`)."""
-    if not path.exists():
-        stored = lib.trunk("MSD_musicnn")
-        worker = PoolWorker(persong.Plan(params.features, (), ("MSD_musicnn",), False))
-        where = dict(zip(lib.tracks["track_id"].astype(str), lib.tracks["path"].astype(str)))
-        arrays, index, t0 = [], [], time.perf_counter()
-        for n, track in enumerate(lib.ids):
-            got = worker.one({"key": track, "path": where[track], "need": ["trunk-MSD_musicnn"]})
-            if got["error"]:
-                raise SystemExit(f"{where[track]}: {got['error']}")
-            rows, offsets = got["arrays"]["trunk-MSD_musicnn"]["rows"], got["arrays"]["trunk-MSD_musicnn"]["offsets"]
-            ref = np.asarray(stored.array[stored.rows(track)], np.float32)
-            if rows.shape[0] != len(ref) or not np.allclose(rows[:, :P], ref[:, :P], atol=1e-3):
-                raise SystemExit(f"{track}: its segments differ from the stored trunk's")
-            arrays.append(rows)
-            index += [(track, s, float(o)) for s, o in enumerate(offsets)]
-            if n % 20 == 19:
-                print(f"  {n + 1}/{len(lib.ids)} tracks ({time.perf_counter() - t0:.0f} s)", flush=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, array=np.concatenate(arrays), track_id=[i[0] for i in index],
-                 segment=[i[1] for i in index], offset_s=[i[2] for i in index])
-    z = np.load(path)
-    index = pd.DataFrame({"track_id": z["track_id"].astype(str), "segment": z["segment"], "offset_s": z["offset_s"]})
-    return library_features.TrunkRows(z["array"], index.assign(row=np.arange(len(index))), "MSD_musicnn")
+    """The wide rows of every non-test track: read from `path` when it holds exactly the stored
+    trunk's segments of these tracks, else computed (and written there)."""
+    stored = lib.trunk("MSD_musicnn")
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                index = pd.DataFrame({"track_id": z["track_id"].astype(str), "segment": z["segment"],
+                                      "offset_s": z["offset_s"]})
+                wide = library_features.TrunkRows(z["array"], index.assign(row=np.arange(len(index))), "MSD_musicnn")
+        except (OSError, ValueError, KeyError) as err:
+            print(f"{path}: not a file of wide rows ({err}): computing them again")
+        else:
+            if sorted(wide.track_ids) == sorted(lib.ids) and all(_same(wide, stored, t) for t in lib.ids):
+                return wide
+            print(f"{path}: made for other tracks or segments than the stored trunk's: computing it again")
+    worker = PoolWorker(persong.Plan(params.features, (), ("MSD_musicnn",), False))
+    where = dict(zip(lib.tracks["track_id"].astype(str), lib.tracks["path"].astype(str)))
+    arrays, index, t0 = [], [], time.perf_counter()
+    for n, track in enumerate(lib.ids):
+        got = worker.one({"key": track, "path": where[track], "need": ["trunk-MSD_musicnn"]})
+        if got["error"]:
+            raise SystemExit(f"{where[track]}: {got['error']}")
+        arrays.append(got["arrays"]["trunk-MSD_musicnn"]["rows"])
+        index += [(track, s, float(o)) for s, o in enumerate(got["arrays"]["trunk-MSD_musicnn"]["offsets"])]
+        if n % 20 == 19:
+            print(f"  {n + 1}/{len(lib.ids)} tracks ({time.perf_counter() - t0:.0f} s)", flush=True)
+    table = pd.DataFrame(index, columns=["track_id", "segment", "offset_s"])
+    wide = library_features.TrunkRows(np.concatenate(arrays), table.assign(row=np.arange(len(table))), "MSD_musicnn")
+    for track in lib.ids:
+        if not _same(wide, stored, track):
+            raise SystemExit(f"{where[track]}: its recomputed segments differ from the stored trunk's")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, array=wide.array, **{c: table[c].to_numpy() for c in table.columns})
+    return wide
+
+
+def _same(wide: library_features.TrunkRows, stored: library_features.TrunkRows, track: str) -> bool:
+    """Whether `track`'s wide rows extend its stored rows (same segments, same stored columns)."""
+    a = np.asarray(wide.array[wide.rows(track)], np.float32)
+    b = np.asarray(stored.array[stored.rows(track)], np.float32)
+    return a.shape == (len(b), P + 2 * M + B) and np.allclose(a[:, STORED], b, atol=1e-3)
 
 
 VARIANTS = {  # name -> the columns of the wide rows the head reads
@@ -122,15 +142,17 @@ def main() -> None:
     run("defaults", {})
     for name, cols in VARIANTS.items():
         lib.fitted.clear()  # the fits are keyed by params alone: these rows are not the stored ones
-        lib._trunks["MSD_musicnn"] = library_features.TrunkRows(np.ascontiguousarray(wide.array[:, cols]),
-                                                                wide.index, "MSD_musicnn")
+        lib._trunks["MSD_musicnn"] = library_features.TrunkRows(  # the head's input: these columns
+            np.ascontiguousarray(wide.array[:, cols]), wide.index, "MSD_musicnn")
         width[0] = len(cols)
         run(name, {})
         run(f"{name}, MLP 256", {"@head_hidden": 256})
     rows = heads.table(results, "defaults", 1 / (args.folds - 1))
     heads.print_table(rows, "defaults")
     if args.out:
-        Path(args.out).write_text(json.dumps({"open_set": args.open_set, "table": rows, "units": results}, indent=1))
+        design = {"folds": args.folds, "repeats": args.repeats, "quartets": args.quartets, "tracks": len(lib.ids),
+                  "labels": int(len(np.unique(lib.labels))), "open_set": args.open_set}
+        Path(args.out).write_text(json.dumps({"design": design, "table": rows, "units": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import yaml
 from scipy import stats
 
 from benchmarks import heads
-from songspace import config
+from songspace import config, library_features
 
 
 def test_folds_are_stratified_disjoint_and_their_quartets_lie_in_the_held_out_fold():
@@ -126,3 +126,14 @@ def test_the_mid_end_rows_extend_the_stored_trunk_rows_of_the_same_segments(tone
     assert (max_pool >= mean_pool - 1e-5).all() and not np.allclose(max_pool, mean_pool)
     for cols in midend.VARIANTS.values():                       # every variant reads valid columns
         assert cols.max() < wide["rows"].shape[1] and len(set(cols)) == len(cols)
+
+    def rows(array):
+        n = len(array)
+        index = pd.DataFrame({"track_id": ["t"] * n, "segment": range(n), "offset_s": stored["offsets"][:n], "row": range(n)})
+        return library_features.TrunkRows(array, index, "MSD_musicnn")
+    assert midend._same(rows(wide["rows"]), rows(stored["rows"]), "t")  # a saved file is reread only then
+    other = wide["rows"].copy()
+    other[:, -1] += 1.0                                         # another library's band statistics
+    assert not midend._same(rows(other), rows(stored["rows"]), "t")
+    assert not midend._same(rows(wide["rows"][:, :-1]), rows(stored["rows"]), "t")  # another width
+    assert not midend._same(rows(wide["rows"][:1]), rows(stored["rows"]), "t")       # other segments
