@@ -70,6 +70,10 @@ CANDIDATES: dict[str, dict | tuple] = {
     "both networks' trunk": {"@pretrained": "MSD_musicnn+MTT_musicnn"},
     "both networks' trunk, MLP 256": {"@pretrained": "MSD_musicnn+MTT_musicnn", "@head_hidden": 256},
     "MLP head, 256 hidden": {"@head_hidden": 256},
+    "mid-end pools": {"@mid_end": True},
+    "mid-end pools, MLP 256": {"@mid_end": True, "@head_hidden": 256},
+    "mid-end pools, MLP 512": {"@mid_end": True, "@head_hidden": 512},
+    "mid-end pools, no bands, MLP 256": {"@mid_end": True, "@band_stats": False, "@head_hidden": 256},
     "MLP head, 1024 hidden": {"@head_hidden": 1024},
     "embedding 256": {"@embedding_dim": 256},
     "embedding 64": {"@embedding_dim": 64},
@@ -180,6 +184,7 @@ class Library:
         label_of = dict(zip(tracks["track_id"], tracks["label"]))
         self._trunks: dict[str, library_features.TrunkRows] = {}
         self.fitted: dict[tuple, object] = {}  # (spec, repeat, fold, seed) -> train.fit's result
+        self.ids: list[str] | None = None
         stored = self.trunk("MSD_musicnn")
         self.ids = [t for t in splits.loc[splits["split"] != "test", "track_id"] if t in stored]
         self.label_names = np.array([str(label_of[t]) for t in self.ids])
@@ -191,9 +196,11 @@ class Library:
         if library_features.has_trunk(self.features_dir, checkpoint):
             self._trunks[checkpoint] = library_features.load_trunk(self.features_dir, checkpoint)
         else:  # a network the selected model does not read: its outputs from the per-song store
+            # (its mid-end pools, where the store lacks them, computed for the non-test tracks only)
             print(f"{checkpoint}: reading its stored outputs from {self.params.compute.cache_dir}")
-            self._trunks[checkpoint] = library_features.export_trunk(self.tracks, self.params, checkpoint,
-                                                                     self.workdir)
+            tracks = self.tracks if self.ids is None else self.tracks[self.tracks["track_id"].isin(set(self.ids))]
+            self._trunks[checkpoint] = library_features.export_trunk(tracks, self.params, checkpoint,
+                                                                     self.workdir / checkpoint)
         return self._trunks[checkpoint]
 
     def track_means(self, checkpoint: str, rows: list[int], segment_emb=None) -> np.ndarray:

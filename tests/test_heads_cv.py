@@ -104,36 +104,3 @@ def test_open_set_folds_hold_whole_labels_and_their_quartets_only_unseen_labels(
 def test_unit_rows_have_length_one_and_leave_zero_rows_at_zero():
     x = np.array([[3.0, 4.0], [0.0, 0.0]])
     assert np.allclose(heads.unit_rows(x), [[0.6, 0.8], [0.0, 0.0]])
-
-
-def test_the_mid_end_rows_extend_the_stored_trunk_rows_of_the_same_segments(tone_file):
-    from benchmarks import midend
-    from songspace import persong
-    from songspace.models import musicnn
-
-    path = str(tone_file("song.wav", freqs=(220.0, 330.0), seconds=8.0, rate=22050))
-    params = config.from_dict(yaml.safe_load(open(config.PARAMS_FILE)))
-    plan = persong.Plan(params.features, (), ("MSD_musicnn",), False)
-    item = {"key": "k", "path": path, "need": ["trunk-MSD_musicnn"]}
-    stored = persong.SongWorker(plan).one(item)["arrays"]["trunk-MSD_musicnn"]
-    wide = midend.PoolWorker(plan).one(item)["arrays"]["trunk-MSD_musicnn"]
-    p, m = musicnn.PENULTIMATE_UNITS, musicnn.POOLED_FEATURES
-    assert wide["rows"].shape == (len(stored["rows"]), p + 2 * m + 2 * musicnn.N_MELS)
-    np.testing.assert_array_equal(wide["offsets"], stored["offsets"])
-    np.testing.assert_allclose(wide["rows"][:, :p], stored["rows"][:, :p], atol=1e-5)    # penultimate
-    np.testing.assert_allclose(wide["rows"][:, p + 2 * m:], stored["rows"][:, p:], atol=1e-5)  # bands
-    mean_pool, max_pool = wide["rows"][:, p:p + m], wide["rows"][:, p + m:p + 2 * m]
-    assert (max_pool >= mean_pool - 1e-5).all() and not np.allclose(max_pool, mean_pool)
-    for cols in midend.VARIANTS.values():                       # every variant reads valid columns
-        assert cols.max() < wide["rows"].shape[1] and len(set(cols)) == len(cols)
-
-    def rows(array):
-        n = len(array)
-        index = pd.DataFrame({"track_id": ["t"] * n, "segment": range(n), "offset_s": stored["offsets"][:n], "row": range(n)})
-        return library_features.TrunkRows(array, index, "MSD_musicnn")
-    assert midend._same(rows(wide["rows"]), rows(stored["rows"]), "t")  # a saved file is reread only then
-    other = wide["rows"].copy()
-    other[:, -1] += 1.0                                         # another library's band statistics
-    assert not midend._same(rows(other), rows(stored["rows"]), "t")
-    assert not midend._same(rows(wide["rows"][:, :-1]), rows(stored["rows"]), "t")  # another width
-    assert not midend._same(rows(wide["rows"][:1]), rows(stored["rows"]), "t")       # other segments

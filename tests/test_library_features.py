@@ -188,3 +188,44 @@ def test_a_song_too_short_for_the_network_is_skipped_with_its_reason(tmp_path):
     skipped = library_features.build(tracks, params, tmp_path / "a", progress=False)
     assert list(skipped["track_id"]) == ["blip"] and "samples" in skipped["detail"].iloc[0]
     assert library_features.load_trunk(tmp_path / "a", "MSD_musicnn").track_ids == ["t0"]
+
+
+@pytest.mark.parametrize("over,name,width", [
+    ({"mid_end": True}, "MSD_musicnn~midend", 392 + 2 * musicnn.POOLED_FEATURES),
+    ({"band_stats": False}, "MSD_musicnn~nobands", 200),
+    ({"band_stats": False, "mid_end": True, "pretrained": "MSD_musicnn+MTT_musicnn"},
+     "MSD_musicnn+MTT_musicnn~nobands~midend", 400 + 2 * musicnn.POOLED_FEATURES),
+])
+def test_the_trunk_file_holds_exactly_the_heads_inputs(tmp_path, monkeypatch, over, name, width):
+    """Band statistics and the mid-end pools are in the stored rows only where the head reads them,
+    in the columns of the model's own trunk; the pools are kept once per song, like the trunk."""
+    raw = {**PARAMS, "compute": {"cache_dir": str(tmp_path / "cache"), "workers": 1},
+           "models": {"frozen": {**PARAMS["models"]["frozen"], **over}}}
+    params, tracks = config.from_dict(raw), _tracks(tmp_path, 2)
+    assert library_features.trunk_checkpoint(params) == name
+    assert library_features.persong_dim(name) == width == embed.build(params.model_params, params.features).backbone.trunk_dim
+    library_features.build(tracks, params, tmp_path / "a", progress=False)
+    rows = library_features.load_trunk(tmp_path / "a", name)
+    spectra, _ = features.extract_library(tracks, params.features, "musicnn", workers=1, progress=False)
+    windows, index = spectra.segments()
+    model = embed.build(params.model_params, params.features).eval()
+    with torch.no_grad():
+        expected = embed.embed_segments(embed.Trunk(model), windows)
+    assert rows.array.shape == (len(index), width)
+    np.testing.assert_allclose(rows.array, expected, rtol=1e-4, atol=1e-4)
+    stored = set(library_features.plan(params).products(params.compute.cache_dir))
+    assert ("pools-MSD_musicnn" in stored) == bool(over.get("mid_end"))
+    assert library_features.load_trunk(tmp_path / "a", name).array.shape[1] == width
+    with monkeypatch.context() as m:              # found again: nothing computed, the same bytes
+        _no_work(m)
+        library_features.build(tracks, params, tmp_path / "b", progress=False)
+    assert _digests(tmp_path / "b") == _digests(tmp_path / "a")
+    # the store of a run without mid-end pools gives them to a study that asks for them
+    plain = _params(tmp_path)
+    exported = library_features.export_trunk(tracks, plain, name, tmp_path / "c")
+    np.testing.assert_array_equal(exported.array, rows.array)
+
+
+def test_an_unknown_trunk_flag_is_named():
+    with pytest.raises(features.FeatureError, match="~bogus"):
+        library_features.trunk_parts("MSD_musicnn~bogus")

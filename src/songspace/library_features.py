@@ -3,9 +3,10 @@
 Per song the store holds what `persong.Plan` asks for; this module computes what is missing on
 the configured engine (`compute`), then writes, in the track table's order:
 
-- `trunk-<checkpoint>.npy` `(segments, 392)` float32 + `trunk-<checkpoint>.csv` (row, track_id,
-  segment, offset_s): the frozen trunk's outputs of every segment, for a model whose backbone is
-  frozen (train, evaluate and the index read these, never the network's trunk again);
+- `trunk-<name>.npy` `(segments, trunk_dim)` float32 + `trunk-<name>.csv` (row, track_id,
+  segment, offset_s): the frozen trunk's outputs of every segment, exactly the columns the head
+  reads (`trunk_checkpoint` names them), for a model whose backbone is frozen (train, evaluate
+  and the index read these, never the network's trunk again);
 - `baselines.npz` (`logmel_stats`, `mfcc_stats`, `musicnn_msd`, `musicnn_mtt`: one row per track)
   + `baselines.csv` (track_id): the baselines' per-track vectors;
 - `<frontend>.npy` / `.csv` / `.params.json` (`features.save`): whole-track log-mels, only for
@@ -34,13 +35,28 @@ from songspace.models import musicnn
 
 BASELINE_FILE, BASELINE_TABLE = "baselines.npz", "baselines.csv"
 PRETRAINED_BASELINES = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+NO_BANDS, MID_END = "nobands", "midend"  # the trunk name's flags (after '~')
 
 
 def trunk_checkpoint(params: Params | ModelParams) -> str | None:
-    """The checkpoint whose frozen trunk a model reads (None: the model has no frozen trunk);
-    `params`: the whole params (the selected model) or one model's."""
+    """The name of the frozen trunk a model reads (None: the model has no frozen trunk), which
+    names the features stage's `trunk-<name>` file: its checkpoint(s) ('+'-joined), then
+    `~nobands` for a head without band statistics and `~midend` for one with the mid-end pools
+    (`trunk_parts`); `params`: the whole params (the selected model) or one model's."""
     mp = params.model_params if isinstance(params, Params) else params
-    return mp.pretrained if mp.arch == "musicnn" and mp.freeze == "backbone" else None
+    if mp.arch != "musicnn" or mp.freeze != "backbone":
+        return None
+    return mp.pretrained + ("" if mp.band_stats else f"~{NO_BANDS}") + (f"~{MID_END}" if mp.mid_end else "")
+
+
+def trunk_parts(name: str) -> tuple[list[str], bool, bool]:
+    """A trunk name (`trunk_checkpoint`) -> (its checkpoints, band statistics?, mid-end pools?)."""
+    base, *flags = name.split("~")
+    unknown = set(flags) - {NO_BANDS, MID_END}
+    if unknown or len(set(flags)) != len(flags):
+        raise features.FeatureError(f"trunk '{name}': flags must be ~{NO_BANDS} and/or ~{MID_END}, "
+                                    f"got {'~'.join(flags)}")
+    return musicnn.checkpoints_of(base), NO_BANDS not in flags, MID_END in flags
 
 
 def trains_on_trunk(params: Params) -> bool:
@@ -52,10 +68,12 @@ def trains_on_trunk(params: Params) -> bool:
     return trunk_checkpoint(params) is not None and params.train.cached_segments is not None and not crops
 
 
-def plan(params: Params) -> persong.Plan:
-    """What every song needs under `params`."""
+def plan(params: Params, trunk: str | None = None) -> persong.Plan:
+    """What every song needs under `params` (and for the trunk named `trunk` too, if given)."""
     logmels = () if trains_on_trunk(params) else (models.input_frontend(params.model_params),)
-    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, halves_mod.in_use(params.data))
+    pools = tuple(dict.fromkeys(ckpts[0] for ckpts, _, mid in map(trunk_parts, filter(None, (
+        trunk_checkpoint(params), trunk))) if mid))
+    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, halves_mod.in_use(params.data), pools)
 
 
 def song_key(tracks: pd.DataFrame) -> pd.Series:
@@ -73,10 +91,11 @@ def song_key(tracks: pd.DataFrame) -> pd.Series:
     return key
 
 
-def fill_store(tracks: pd.DataFrame, keys: pd.Series, params: Params, progress: bool = True) -> dict[str, str]:
-    """Compute every product a track lacks (`keys`: `song_key(tracks)`); returns {key: reason}
-    of songs that failed."""
-    the_plan = plan(params)
+def fill_store(tracks: pd.DataFrame, keys: pd.Series, params: Params, progress: bool = True,
+               the_plan: persong.Plan | None = None) -> dict[str, str]:
+    """Compute every product a track lacks (`keys`: `song_key(tracks)`; `the_plan`: `plan(params)`
+    unless given); returns {key: reason} of songs that failed."""
+    the_plan = the_plan or plan(params)
     products = the_plan.products(params.compute.cache_dir)
     items, seen = [], set()
     for key, path in zip(keys, tracks["path"].astype(str)):
@@ -136,16 +155,19 @@ def build(tracks: pd.DataFrame, params: Params, out_dir: str | Path, progress: b
 
 
 def export_trunk(tracks: pd.DataFrame, params: Params, checkpoint: str, out_dir: str | Path) -> TrunkRows:
-    """The stored trunk outputs of `checkpoint` (one of the plan's networks, whether or not the
-    selected model reads it) for the tracks the store holds, written as the features stage writes
-    its own trunk file; for studies that compare networks (`benchmarks/heads.py`)."""
-    the_plan = plan(params)
+    """The stored outputs of the trunk named `checkpoint` (`trunk_checkpoint`: of the plan's
+    networks, whether or not the selected model reads it) for the tracks the store holds, written
+    as the features stage writes its own trunk file; for studies that compare networks and heads
+    (`benchmarks/heads.py`). Mid-end pools the store lacks are computed first for the tracks whose
+    trunk outputs it holds."""
+    ckpts, _, mid = trunk_parts(checkpoint)
+    the_plan = plan(params, checkpoint)
     products = the_plan.products(params.compute.cache_dir)
-    names = [f"trunk-{c}" for c in checkpoint.split("+")]
-    if any(name not in products for name in names):
-        raise features.FeatureError(f"{checkpoint}: not a network of the per-song store "
-                                    f"({', '.join(the_plan.networks)})")
+    names = [f"trunk-{c}" for c in ckpts] + ([f"pools-{ckpts[0]}"] if mid else [])
     keys = song_key(tracks)
+    if mid:
+        held = np.array([products[f"trunk-{ckpts[0]}"].has(k) for k in keys], bool)
+        fill_store(tracks[held], keys[held], params, progress=True, the_plan=the_plan)
     have = [(t, k) for t, k in zip(tracks["track_id"].astype(str), keys)
             if all(products[name].has(k) for name in names)]
     out = Path(out_dir)
@@ -175,25 +197,32 @@ def _parts(the_plan: persong.Plan, track_id: str):
 
 
 def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
-    """The trunk file of `ckpt`: one network's stored rows, or for several joined by '+' (the
-    model's `others`) the first's rows followed by each other's penultimate layer."""
-    first, *others = musicnn.checkpoints_of(ckpt)
+    """The trunk file named `ckpt` (`trunk_checkpoint`), in the columns of
+    `musicnn.MusicnnEmbedding.trunk`: the first network's penultimate layer, the band statistics
+    (unless `~nobands`), each other network's penultimate layer (several joined by '+': the
+    model's `others`), then the first network's mid-end pools (`~midend`)."""
+    (first, *others), bands, mid = trunk_parts(ckpt)
     rows, index = [], []
     for track_id, key in songs:
         entries = {(part, c): products[f"trunk{part}-{c}"].load(key)
                    for part in the_plan.parts for c in (first, *others)}
+        pools = {part: products[f"pools{part}-{first}"].load(key) for part in the_plan.parts} if mid else {}
         for part, akey, pid in _parts(the_plan, track_id):
             r, offs = entries[part, first][f"rows{akey}"], entries[part, first][f"offsets{akey}"]
-            rows.append(np.concatenate([r, *(entries[part, c][f"rows{akey}"][:, :musicnn.PENULTIMATE_UNITS]
-                                             for c in others)], axis=1) if others else r)
+            cols = [r if bands else r[:, :musicnn.PENULTIMATE_UNITS],
+                    *(entries[part, c][f"rows{akey}"][:, :musicnn.PENULTIMATE_UNITS] for c in others),
+                    *([pools[part][f"rows{akey}"]] if mid else [])]
+            rows.append(np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0])
             index += [(pid, s, float(o)) for s, o in enumerate(offs)]
     write_trunk(out, ckpt, np.concatenate(rows) if rows else np.zeros((0, persong_dim(ckpt)), np.float32),
                 pd.DataFrame(index, columns=["track_id", "segment", "offset_s"]))
 
 
 def persong_dim(ckpt: str = "MSD_musicnn") -> int:
-    """The width of `ckpt`'s trunk rows (`musicnn.MusicnnEmbedding.trunk_dim` with band_stats)."""
-    return musicnn.PENULTIMATE_UNITS * len(musicnn.checkpoints_of(ckpt)) + 2 * musicnn.N_MELS
+    """The width of the rows of the trunk named `ckpt` (`musicnn.MusicnnEmbedding.trunk_dim`)."""
+    ckpts, bands, mid = trunk_parts(ckpt)
+    return (musicnn.PENULTIMATE_UNITS * len(ckpts) + (2 * musicnn.N_MELS if bands else 0)
+            + (2 * musicnn.POOLED_FEATURES if mid else 0))
 
 
 def _write_baselines(out: Path, the_plan, products, songs) -> None:

@@ -8,8 +8,9 @@ audio and by exactly the settings and code that shape it:
 | `logmel-musicnn`        | the whole track's musicnn log-mel `(frames, 96)` float16      | musicnn's fixed front end                   |
 | `handcrafted`           | log-mel and MFCC statistics of the `db` segments              | all of `features`                           |
 | `trunk-<checkpoint>`    | per segment: the pretrained network's 200-unit penultimate layer and each mel band's mean and std `(segments, 392)` float32 | features.{segment_hop_seconds, max_segments}, the weights |
+| `pools-<checkpoint>`    | per segment: the network's mid-end features, mean then max over time `(segments, 1506)` float32; only for a model with `mid_end` | the same as `trunk-<checkpoint>` |
 
-With `data.labels: none` the last two are also kept for each half of the track (`-halves`).
+With `data.labels: none` the last three are also kept for each half of the track (`-halves`).
 Whole-track log-mels are kept only when the model trains on crops anywhere in the track (a
 model whose backbone is not frozen); otherwise only the segments' outputs are kept, about
 26 KB per song and network.
@@ -45,6 +46,7 @@ class Plan:
     logmels: tuple[str, ...] = ()                           # front ends whose whole log-mel is kept
     networks: tuple[str, ...] = musicnn.CHECKPOINTS         # checkpoints whose segment outputs are kept
     halves: bool = False                                    # also each half's (data.labels: none)
+    pools: tuple[str, ...] = ()                             # checkpoints whose mid-end pools are kept
 
     def products(self, root: str | Path) -> dict[str, songstore.Product]:
         """name -> its `songstore.Product` under `root`."""
@@ -59,8 +61,9 @@ class Plan:
             out[f"handcrafted{part}"] = songstore.Product(root, f"handcrafted{part}", fp, CODE + BASELINE_CODE)
             for ckpt in self.networks:
                 files = tuple(str(p) for p in sorted(musicnn_weights.checkpoint_dir(ckpt).iterdir()) if p.is_file())
-                out[f"trunk{part}-{ckpt}"] = songstore.Product(
-                    root, f"trunk{part}-{ckpt}", {**grid, "checkpoint": ckpt}, CODE + NETWORK_CODE, files)
+                for kind in ("trunk",) + (("pools",) if ckpt in self.pools else ()):
+                    out[f"{kind}{part}-{ckpt}"] = songstore.Product(
+                        root, f"{kind}{part}-{ckpt}", {**grid, "checkpoint": ckpt}, CODE + NETWORK_CODE, files)
         return out
 
     @property
@@ -114,7 +117,7 @@ class SongWorker:
         for name in ("db", "musicnn"):
             fe = features.frontend(name, plan.features)
             wanted = [n for n in need if n == f"logmel-{name}" or
-                      (n.startswith("handcrafted") if name == "db" else n.startswith("trunk"))]
+                      (n.startswith("handcrafted") if name == "db" else n.startswith(("trunk", "pools")))]
             if not wanted:
                 continue
             spec = self._spectrogram(path, fe, waves)
@@ -128,21 +131,26 @@ class SongWorker:
                     if name == "db" and f"handcrafted{part}" in need:
                         out.setdefault(f"handcrafted{part}", {}).update(_handcrafted(segs, key))
                     for ckpt in plan.networks:
-                        if name == "musicnn" and f"trunk{part}-{ckpt}" in need:
-                            rows = self._trunk(ckpt, segs)
-                            out.setdefault(f"trunk{part}-{ckpt}", {}).update(
-                                {f"rows{key}": rows, f"offsets{key}": index["offset_s"].to_numpy(np.float64)})
+                        wanted = [k for k in ("trunk", "pools") if f"{k}{part}-{ckpt}" in need]
+                        if name != "musicnn" or not wanted:
+                            continue
+                        rows = self._trunk(ckpt, segs)
+                        for kind in wanted:
+                            out.setdefault(f"{kind}{part}-{ckpt}", {}).update(
+                                {f"rows{key}": rows[kind], f"offsets{key}": index["offset_s"].to_numpy(np.float64)})
         return out
 
-    def _trunk(self, ckpt: str, segs: np.ndarray) -> np.ndarray:
-        """`(segments, 96, frames)` -> `(segments, 392)`: the penultimate layer, then each band's
-        mean and std over the segment's frames (`musicnn.MusicnnEmbedding.trunk` with band_stats)."""
+    def _trunk(self, ckpt: str, segs: np.ndarray) -> dict[str, np.ndarray]:
+        """`(segments, 96, frames)` -> trunk: `(segments, 392)`, the penultimate layer, then each
+        band's mean and std over the segment's frames (`musicnn.MusicnnEmbedding.trunk` with
+        band_stats); pools: `(segments, 1506)`, the mid-end's mean and max over time."""
         x = torch.from_numpy(segs).unsqueeze(1).to(self.device)
         with torch.no_grad():
-            pen = self.nets[ckpt].penultimate(x)
+            out = self.nets[ckpt](x)
             bands = x.flatten(1, -2)
-            rows = torch.cat([pen, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
-        return rows.cpu().numpy().astype(np.float32, copy=False)
+            rows = torch.cat([out.penultimate, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
+            pools = torch.cat([out.mean_pool, out.max_pool], dim=1)
+        return {name: t.cpu().numpy().astype(np.float32, copy=False) for name, t in (("trunk", rows), ("pools", pools))}
 
 
 def _handcrafted(segs: np.ndarray, key: str) -> dict[str, np.ndarray]:

@@ -287,10 +287,12 @@ class MusicnnEmbedding(nn.Module):
     `band_stats` by each mel band's mean and standard deviation over the segment's frames (the
     timbre summary that log-mel statistics capture and the tag-trained layers partly discard),
     then by the penultimate layers of `others` more pretrained networks (`others`: their count;
-    `build_musicnn` loads a checkpoint into each).
+    `build_musicnn` loads a checkpoint into each), then with `mid_end` by the first network's
+    mid-end features pooled over the segment's time, mean then max (753 + 753: the layer below the
+    penultimate one, before the tag-trained dense layer reduces it to 200).
     The head is a linear layer (`head_hidden` 0), or, with `head_hidden` units, batch-norm
     standardisation of the trunk's output, a hidden ReLU layer and the linear output; with
-    `band_stats` and no hidden layer, standardisation and the linear output.
+    `band_stats` or `mid_end` and no hidden layer, standardisation and the linear output.
 
     `freeze` names the pretrained part that gets no gradient: "none", "frontend" (input batch
     norm and the timbral/temporal filters) or "backbone" (everything but the head). Frozen parts
@@ -304,7 +306,7 @@ class MusicnnEmbedding(nn.Module):
     normalise_input = False
 
     def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
-                 head_hidden: int = 0, band_stats: bool = False, others: int = 0):
+                 head_hidden: int = 0, band_stats: bool = False, others: int = 0, mid_end: bool = False):
         super().__init__()
         if freeze not in FREEZE:
             raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
@@ -314,9 +316,10 @@ class MusicnnEmbedding(nn.Module):
             raise ModelError(f"head_hidden must be >= 0, got {head_hidden}")
         self.backbone = Musicnn(n_tags=None)
         self.others = nn.ModuleList(Musicnn(n_tags=None) for _ in range(others))
-        self.band_stats = bool(band_stats)
-        self.trunk_dim = PENULTIMATE_UNITS * (1 + others) + (2 * N_MELS if self.band_stats else 0)
-        if head_hidden == 0 and not self.band_stats:
+        self.band_stats, self.mid_end = bool(band_stats), bool(mid_end)
+        self.trunk_dim = (PENULTIMATE_UNITS * (1 + others) + (2 * N_MELS if self.band_stats else 0)
+                          + (2 * POOLED_FEATURES if self.mid_end else 0))
+        if head_hidden == 0 and not (self.band_stats or self.mid_end):
             self.head: nn.Module = nn.Linear(self.trunk_dim, embedding_dim)
         else:
             layers: list[nn.Module] = [nn.BatchNorm1d(self.trunk_dim, affine=False)]
@@ -351,13 +354,15 @@ class MusicnnEmbedding(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """`(batch, 1, 96, frames)` -> `(batch, trunk_dim)`: the input of the head."""
-        out = self.backbone.penultimate(x)
+        first = self.backbone(x)
+        parts = [first.penultimate]
         if self.band_stats:
             bands = x.flatten(1, -2)  # (batch, 96, frames)
-            out = torch.cat([out, bands.mean(-1), bands.std(-1, correction=0)], dim=1)
-        if len(self.others):
-            out = torch.cat([out, *(net.penultimate(x) for net in self.others)], dim=1)
-        return out
+            parts += [bands.mean(-1), bands.std(-1, correction=0)]
+        parts += [net.penultimate(x) for net in self.others]
+        if self.mid_end:
+            parts += [first.mean_pool, first.max_pool]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
@@ -376,7 +381,8 @@ def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
         raise ModelError(f"musicnn needs at least one frame, got {frames}")
     names = checkpoints_of(params.pretrained)
     model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor,
-                             params.head_hidden, params.band_stats, others=len(names) - 1)
+                             params.head_hidden, params.band_stats, others=len(names) - 1,
+                             mid_end=params.mid_end)
     if not next(model.head.parameters()).is_meta:
         for net, name in zip((model.backbone, *model.others), names):
             load_weights(net, name)
