@@ -324,11 +324,18 @@ def main() -> None:
     ap.add_argument("--judgements", help="a quartet CSV (song1,song2,song3,odd): train on its judgements, not the labels")
     ap.add_argument("--open-set", action="store_true",
                     help="folds of whole labels: each held-out fold's labels are unseen in training")
+    ap.add_argument("--first-repeat", type=int, default=0,
+                    help="seed of the first repeat: new units for a study that confirms a choice made on others")
+    ap.add_argument("--pool", nargs="+", metavar="JSON",
+                    help="no training: the table over the units of these --out files together (e.g. one per library)")
     ap.add_argument("--list", action="store_true", help="list the candidates and exit")
     args = ap.parse_args()
     if args.list:
         for name, spec in CANDIDATES.items():
             print(f"{name:34s} {spec}")
+        return
+    if args.pool:
+        pooled(args.pool, args.reference, args.only)
         return
     wanted = args.only or list(CANDIDATES)
     unknown = [n for n in wanted if n not in CANDIDATES]
@@ -348,12 +355,16 @@ def main() -> None:
 
 def study(args: argparse.Namespace, wanted: list[str], raw: dict, lib: Library) -> None:
     """Score every wanted candidate on every unit (or reuse earlier scores), print the table."""
-    units = [u for r in range(args.repeats)
+    first = getattr(args, "first_repeat", 0)
+    units = [u for r in range(first, first + args.repeats)
              for u in folds_of(lib.labels, args.folds, args.quartets, r, getattr(args, "open_set", False))]
     print(f"{len(lib.ids)} non-test tracks, {len(np.unique(lib.labels))} labels; {args.repeats} x "
           f"{args.folds}-fold cross-validation, {len(units[0].quartets)} quartets per held-out fold")
     design = {"folds": args.folds, "repeats": args.repeats, "quartets": args.quartets,
               "tracks": len(lib.ids), "labels": int(len(np.unique(lib.labels)))}
+    if first:
+        design["first_repeat"] = first
+        print(f"repeats {first} to {first + args.repeats - 1}: units no earlier study of the defaults used")
     if getattr(args, "open_set", False):
         design["open_set"] = True
         print("open set: each held-out fold holds whole labels that its training folds never saw")
@@ -386,6 +397,24 @@ def study(args: argparse.Namespace, wanted: list[str], raw: dict, lib: Library) 
             Path(args.out).write_text(json.dumps({"design": design, "reference": args.reference,
                                                   "table": rows, "units": results}, indent=1))
     print_table(table({n: results[n] for n in wanted}, args.reference, test_over_train), args.reference)
+
+
+def pooled(paths: list[str], reference: str, only: list[str] | None = None) -> list[dict]:
+    """The table over the units of several studies together (`--out` files of the same folds, on
+    different libraries or seeds), for the candidates that every study scored; printed and returned."""
+    studies = [json.loads(Path(p).read_text()) for p in paths]
+    folds = {s["design"]["folds"] for s in studies}
+    if len(folds) != 1:
+        raise SystemExit(f"{', '.join(paths)}: made with different numbers of folds {sorted(folds)}")
+    names = [n for n in studies[0]["units"] if all(n in s["units"] for s in studies) and (not only or n in only)]
+    if reference not in names:
+        raise SystemExit(f"the reference '{reference}' is not scored in every one of {', '.join(paths)}")
+    results = {n: [u for s in studies for u in s["units"][n]] for n in names}
+    sizes = ", ".join(f"{s['design']['tracks']} tracks" for s in studies)
+    print(f"pooled: {len(results[reference])} units of {len(paths)} studies ({sizes})")
+    rows = table(results, reference, 1 / (folds.pop() - 1))
+    print_table(rows, reference)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """benchmarks/heads.py: the paired cross-validation's folds, overrides and interval."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -104,3 +105,27 @@ def test_open_set_folds_hold_whole_labels_and_their_quartets_only_unseen_labels(
 def test_unit_rows_have_length_one_and_leave_zero_rows_at_zero():
     x = np.array([[3.0, 4.0], [0.0, 0.0]])
     assert np.allclose(heads.unit_rows(x), [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_pooled_studies_give_the_interval_over_all_their_units(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    paths, ref_all, cand_all = [], [], []
+    for lib in range(2):
+        ref, cand = rng.uniform(0.5, 0.7, 10), rng.uniform(0.5, 0.8, 10)
+        ref_all.append(ref), cand_all.append(cand)
+        units = {"defaults": [{"cosine/none": r, "cosine/Normalizer": r} for r in ref],
+                 "wide": [{"cosine/none": c, "cosine/Normalizer": c} for c in cand],
+                 **({"only here": [{"cosine/none": 0.5, "cosine/Normalizer": 0.5}] * 10} if lib else {})}
+        path = tmp_path / f"lib{lib}.json"
+        path.write_text(json.dumps({"design": {"folds": 5, "tracks": 100 + lib}, "units": units}))
+        paths.append(str(path))
+    rows = {r["candidate"]: r for r in heads.pooled(paths, "defaults")}
+    assert set(rows) == {"defaults", "wide"}                    # only candidates scored in every study
+    mean, low, high = heads.corrected_interval(np.concatenate(cand_all) - np.concatenate(ref_all), 0.25)
+    assert rows["wide"]["units"] == 20
+    assert (rows["wide"]["diff"], rows["wide"]["diff_low"], rows["wide"]["diff_high"]) == pytest.approx((mean, low, high))
+    assert "20 units of 2 studies (100 tracks, 101 tracks)" in capsys.readouterr().out
+    other = tmp_path / "three.json"
+    other.write_text(json.dumps({"design": {"folds": 3, "tracks": 9}, "units": {"defaults": []}}))
+    with pytest.raises(SystemExit, match="different numbers of folds"):
+        heads.pooled([paths[0], str(other)], "defaults")
