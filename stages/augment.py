@@ -4,7 +4,7 @@ import time
 import sys
 from pathlib import Path
 
-from songspace import audio, config, errors, groundtruth, ingest, models, plots, views
+from songspace import config, errors, groundtruth, ingest, views
 
 
 def main() -> None:
@@ -20,9 +20,14 @@ def main() -> None:
     splits = groundtruth.read_splits(args.splits)
     train = tracks[tracks["track_id"].isin(groundtruth.split_tracks(splits, "train"))]
     start = time.perf_counter()
-    array, index, skipped = views.extract_views(
-        train, params.features, params.augment, params.augment.views, params.seed,
-        frontend_name=models.input_frontend(params.model_params))
+    if params.augment.views > 0 and len(train):
+        from songspace import models  # torch: only with views to draw (none by default)
+
+        array, index, skipped = views.extract_views(
+            train, params.features, params.augment, params.augment.views, params.seed,
+            frontend_name=models.input_frontend(params.model_params))
+    else:
+        array, index, skipped = views.no_views()
     views.save_views(args.out, array, index, skipped)
     if args.plot and len(train):
         # persist: true in dvc.yaml keeps the figure between runs; it is drawn again only when
@@ -32,6 +37,8 @@ def main() -> None:
         if views.drawn_stamp(args.plot) == stamp:
             print(f"augmentations of {clip['track_id']} in {args.plot}: unchanged, kept")
         else:
+            from songspace import audio, plots
+
             wave = audio.load(clip["path"], params.features.sample_rate, duration_s=views.PLOT_SECONDS)
             plots.plot_augmentations(wave, params.features.sample_rate, params.features, params.augment,
                                      Path(args.plot), seed=params.seed, stamp=stamp)

@@ -65,3 +65,62 @@ def test_the_stages_that_list_and_check_files_start_without_torch():
             "    assert 'torch' not in sys.modules, stage\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_augment_with_no_views_and_its_figure_kept_runs_without_torch(tmp_path):
+    """`augment` reruns whenever a song is added; with no views to draw (the default) and its
+    figure unchanged it imports no torch, and writes the empty views that training reads."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from songspace import groundtruth, ingest
+    from songspace import views as cached_views
+    from tests.conftest import write_tone
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    paths = [write_tone(tmp_path / "audio" / f"{name}.wav", freqs=(f,), seconds=7.0, seed=i)
+             for i, (name, f) in enumerate([("a", 220.0), ("b", 440.0)])]
+    tracks = pd.DataFrame({"track_id": ["a", "b"], "path": [str(p) for p in paths], "label": ["x", "y"],
+                           "duration_s": [7.0, 7.0]})
+    ingest.write_tracks(tracks, tmp_path / "tracks.csv")
+    groundtruth.write_splits(pd.DataFrame({"track_id": ["a", "b"], "split": ["train", "train"]}),
+                             tmp_path / "splits.csv")
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['augment', '--tracks', 'tracks.csv', '--splits', 'splits.csv', '--out', 'views',"
+            f" '--plot', 'aug.png']\n"
+            "try:\n"
+            f"    runpy.run_path({str(root / 'stages' / 'augment.py')!r}, run_name='__main__')\n"
+            "except SystemExit as stop:\n"
+            "    assert not stop.code, stop.code\n"
+            "print('torch' in sys.modules)\n")
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-2000:]
+    assert "drawn in aug.png" in runs[0].stdout and runs[0].stdout.split()[-1] == "True"
+    assert "unchanged, kept" in runs[1].stdout and runs[1].stdout.split()[-1] == "False"
+    array, index = cached_views.load_views(tmp_path / "views")
+    assert array.shape[0] == 0 and len(index) == 0 and list(index.columns)[:2] == ["row", "track_id"]
+    assert isinstance(array, np.ndarray)
+
+
+def test_library_versions_are_read_without_importing_the_library():
+    """The per-song store's digest names torch's version; reading it costs no torch import, and
+    gives what `torch.__version__` says, local tag included."""
+    import subprocess
+    import sys
+
+    import torch
+    import torchaudio
+
+    code = ("import sys\nfrom songspace import songstore\n"
+            "print(songstore.package_version('torch'), songstore.package_version('torchaudio'),"
+            " 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [torch.__version__, torchaudio.__version__, "False"]

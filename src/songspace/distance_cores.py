@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from songspace.config_schema import MINKOWSKI_MIN_P
-from scipy.spatial.distance import cdist
 
 DEFAULT_MINKOWSKI_P = 3.0
 _BLOCK_ELEMENTS = 1 << 18  # elements of one broadcast block in a pairwise form (2 MB)
@@ -161,6 +160,10 @@ def kulsinski_core(u, v, ctx):
 
 def cdist_core(metric: str):
     def core(x, y, ctx):
+        # scipy.spatial's import (0.3 s) only where a distance is computed: every stage's params
+        # check reads the names of this registry
+        from scipy.spatial.distance import cdist
+
         return cdist(x, y, metric=metric)
 
     return core

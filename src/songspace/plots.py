@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from songspace.songstore import STAMP_KEY  # noqa: E402
+
 if TYPE_CHECKING:
     from songspace.config import AugmentParams, FeatureParams
 
@@ -283,9 +285,6 @@ def plot_augmentations(
     panels = _augmentation_panels(x, feature_params, params, seed)
     stretch = 1.0 + params.time_stretch.max_change
     return _draw_augmentations(panels, x.size, feature_params, stretch, seed, out_png, stamp)
-
-
-STAMP_KEY = "songspace-drawn-from"
 
 
 def _clip_at(wave: np.ndarray, rate: int, sr: int) -> np.ndarray:

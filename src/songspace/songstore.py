@@ -18,8 +18,12 @@ not results.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
+import re
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +33,7 @@ import numpy as np
 from songspace.errors import UserError
 
 SRC = Path(__file__).resolve().parent
+STAMP_KEY = "songspace-drawn-from"  # a figure's PNG text field: the digest of what it is drawn from
 
 
 class StoreError(UserError):
@@ -51,11 +56,26 @@ def code_files(*modules: str) -> tuple[str, ...]:
     return tuple(str(SRC.joinpath(*m.split(".")).with_suffix(".py")) for m in modules)
 
 
-def _versions() -> dict[str, str]:
-    import torch
-    import torchaudio
+@lru_cache(maxsize=None)
+def package_version(package: str) -> str:
+    """`package.__version__`, without importing the package when it is not loaded yet: torch's
+    import takes seconds, and a stage that finds all it needs stored (the augmentation figure's
+    stamp, a rerun of `features`) needs no torch. torch and torchaudio write their version,
+    local tag included ("2.14.1+cu130"), into `<package>/version.py`; the metadata's lacks it."""
+    if package in sys.modules:
+        return sys.modules[package].__version__
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"no package named {package!r}")
+    version_py = Path(next(iter(spec.submodule_search_locations)), "version.py")
+    found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_py.read_text(), re.M) \
+        if version_py.is_file() else None
+    return found.group(1) if found else importlib.import_module(package).__version__
 
-    return {"numpy": np.__version__, "torch": torch.__version__, "torchaudio": torchaudio.__version__}
+
+def _versions() -> dict[str, str]:
+    return {"numpy": np.__version__, "torch": package_version("torch"),
+            "torchaudio": package_version("torchaudio")}
 
 
 class Product:

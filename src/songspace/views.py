@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from songspace import audio, augment, features
 from songspace import skipped as skipped_list
 from songspace.config import AugmentParams, FeatureParams
 
 
 def _views_one(job):
     """One track's views: (track_id, (views, segments, n_mels, frames) or None, offsets, reason)."""
+    from songspace import audio, augment, features
+
     track_id, path, duration_s, fe, params, aug, views, seed = job
     try:
         if duration_s is None:
@@ -55,6 +56,8 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
     `(views (n_tracks * views * aug.segments, n_mels, segment_frames) float32, index, skipped)`;
     the index has columns row, track_id, view, segment, offset_s.
     """
+    from songspace import features  # torch and torchaudio: not for `no_views`
+
     fe = features.frontend(frontend_name, params)
     if views <= 0:
         tracks = tracks.iloc[:0]
@@ -78,6 +81,13 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
     return array, index, skipped_list.table(skipped)
 
 
+def no_views() -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """What `extract_views` gives with no views to draw, without importing torch (the `augment`
+    stage reruns whenever a song is added, and draws no views by default)."""
+    index = pd.DataFrame(columns=["row", "track_id", "view", "segment", "offset_s"])
+    return np.zeros((0, 1, 1), np.float32), index, skipped_list.table([])
+
+
 def save_views(out_dir: str | Path, array: np.ndarray, index: pd.DataFrame, skipped: pd.DataFrame) -> None:
     """Write `views.npy`, `views.csv` and `skipped.csv` (the tracks left out) under out_dir."""
     out = Path(out_dir)
@@ -91,10 +101,12 @@ def load_views(out_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     """`(views (n, n_mels, frames), index)`; empty when the folder holds none."""
     out = Path(out_dir)
     if not (out / "views.npy").exists():
-        return np.zeros((0, 1, 1), np.float32), pd.DataFrame(columns=["row", "track_id", "view", "segment", "offset_s"])
+        return no_views()[:2]
     array = np.load(out / "views.npy", mmap_mode="r")
     index = pd.read_csv(out / "views.csv", dtype={"track_id": str})
     if len(index) != len(array):
+        from songspace import features
+
         raise features.FeatureError(f"{out}/views.csv has {len(index)} rows but views.npy {len(array)}")
     return array, index
 
@@ -130,7 +142,7 @@ def drawn_stamp(path: str | Path) -> str | None:
     the file is missing, unreadable or has none."""
     from PIL import Image
 
-    from songspace.plots import STAMP_KEY
+    from songspace.songstore import STAMP_KEY
 
     try:  # PIL's UnidentifiedImageError is an OSError
         with Image.open(path) as image:
