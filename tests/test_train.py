@@ -290,6 +290,41 @@ def test_a_frozen_trunk_is_computed_once_and_only_the_head_trains(musicnn_projec
     np.testing.assert_allclose(via_trunk, whole, atol=1e-5)
 
 
+def test_a_draw_of_cached_segments_is_the_mean_of_distinct_ones(project):
+    """`train.segments_per_draw`: each draw of a track averages that many distinct cached segments of
+    it (all of them when it has fewer); 1 draws one, as before."""
+    params, paths = project
+    n_tracks = len(_data(paths).train_tracks)
+    counts = [5 if t % 2 else 2 for t in range(n_tracks)]
+    starts = np.cumsum([0] + counts)
+    rows = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:])]
+    table = torch.randn(int(starts[-1]), 6)
+    cache = embed.TrunkCache(table, rows, torch.zeros(0, 6), pd.DataFrame({"track_id": []}))
+    data = dataclasses.replace(_data(paths), trunk_cache=cache)
+    order = np.arange(n_tracks)
+    one = train.TrackSamples(data, params.augment, 7, order, epoch=0, views=2)
+    assert torch.equal(torch.stack([one[i][0] for i in order]),
+                       torch.stack([train.TrackSamples(data, params.augment, 7, order, 0, 2, per_draw=1)[i][0]
+                                    for i in order]))
+    for i in order:
+        for x in one[i][0]:
+            assert any(torch.equal(x, table[r]) for r in rows[i])
+    three = train.TrackSamples(data, params.augment, 7, order, epoch=0, views=2, per_draw=3)
+    subsets = {}
+    for i in order:
+        x = three[i][0]
+        assert x.shape == (2, 6)
+        if counts[i] == 2:   # fewer than 3: the mean of all of them
+            torch.testing.assert_close(x[0], table[rows[i]].mean(0))
+        else:                # some 3 distinct segments of the track
+            from itertools import combinations
+            means = [table[list(c)].mean(0) for c in combinations(rows[i], 3)]
+            assert all(any(torch.allclose(v, m) for m in means) for v in x)
+            subsets[i] = x
+    again = train.TrackSamples(data, params.augment, 7, order, epoch=0, views=2, per_draw=3)
+    assert all(torch.equal(again[i][0], x) for i, x in subsets.items())
+
+
 def test_trunk_cache_is_off_with_spectrogram_augmentation(musicnn_project, tmp_path, capsys):
     params, data = musicnn_project
     raw_aug = dataclasses.replace(params.augment, time_mask=dataclasses.replace(params.augment.time_mask, p=0.5))

@@ -211,6 +211,8 @@ class TrainParams:
     steps_per_epoch: int | None = num(100, 1, help="batches per epoch (null: one pass over the training data)")
     cached_segments: int | None = num(16, 1, help="frozen backbone: its outputs for this many segments per "
                                                   "training track computed once (null: crops every step)")
+    segments_per_draw: int = num(1, 1, help="with cached segments: a draw of a track is the mean of this many "
+                                           "of them, distinct (all when fewer)")
     device: str = free("auto", help="auto | cpu | cuda | cuda:<index>")
     amp: bool = free(True, help="mixed precision (CUDA only)")
     num_workers: int = num(0, 0, help="data loader processes")

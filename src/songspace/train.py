@@ -217,7 +217,8 @@ def train_epoch(run: Run, params: Params, data: TrainData, live=None, progress: 
     order = plan.order(sample_rng(params.seed, epoch, -1))
     # equal shares of whole batches: DDP needs equal step counts, P x K batches stay whole
     order = order.reshape(-1, batch)[run.rank::run.world][:plan.steps].ravel()
-    dataset = plan.make(data, params.augment, params.seed, order, epoch, plan.views)
+    dataset = plan.make(data, params.augment, params.seed, order, epoch, plan.views,
+                        tp.segments_per_draw)
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=tp.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     run.model.train()

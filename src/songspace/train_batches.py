@@ -21,13 +21,19 @@ def sample_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, item + 1])
 
 
-def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams) -> torch.Tensor:
+def _draw(data: TrainData, track: int, rng: np.random.Generator, aug: AugmentParams,
+          per_draw: int = 1) -> torch.Tensor:
     """One training input `(1, n_mels, frames)` of a track, spectrogram-augmented: a cached
     augmented view with probability `aug.view_p`, else a crop starting anywhere in the track.
-    With a trunk cache: the trunk's output `(trunk_dim,)` of one of the track's cached segments."""
+    With a trunk cache: the trunk's output `(trunk_dim,)` of one of the track's cached segments, or
+    the mean of `per_draw` distinct ones (`train.segments_per_draw`: a track's embedding is its
+    segments' mean, which a linear head maps from the mean of their trunk outputs)."""
     if data.trunk_cache is not None:
         rows = data.trunk_cache.rows[track]
-        return data.trunk_cache.train[int(rows[rng.integers(len(rows))])]
+        if per_draw == 1:
+            return data.trunk_cache.train[int(rows[rng.integers(len(rows))])]
+        picked = rows[rng.choice(len(rows), size=min(per_draw, len(rows)), replace=False)]
+        return data.trunk_cache.train[torch.from_numpy(np.sort(picked))].mean(0)
     rows = data.view_rows[track]
     if len(rows) and rng.random() < aug.view_p:
         spec = np.array(data.views[int(rows[rng.integers(len(rows))])], dtype=np.float32)
@@ -57,9 +63,9 @@ class _Samples(Dataset):
     """An epoch's items, in `order`; each item draws from its own (seed, epoch, item) generator."""
 
     def __init__(self, data: TrainData, aug: AugmentParams, seed: int, order: np.ndarray, epoch: int,
-                 views: int = 1):
+                 views: int = 1, per_draw: int = 1):
         self.data, self.aug, self.seed, self.order, self.epoch = data, aug, seed, order, epoch
-        self.views = views
+        self.views, self.per_draw = views, per_draw
 
     def __len__(self) -> int:
         return len(self.order)
@@ -71,7 +77,7 @@ class TripletSamples(_Samples):
     def __getitem__(self, i: int):
         rng = sample_rng(self.seed, self.epoch, i)
         trip = self.data.triplets[self.order[i]]
-        x = torch.stack([_draw(self.data, int(t), rng, self.aug) for t in trip])
+        x = torch.stack([_draw(self.data, int(t), rng, self.aug, self.per_draw) for t in trip])
         return x, torch.from_numpy(self.data.train_labels[trip])
 
 
@@ -81,7 +87,7 @@ class TrackSamples(_Samples):
     def __getitem__(self, i: int):
         rng = sample_rng(self.seed, self.epoch, i)
         track = int(self.order[i])
-        x = torch.stack([_draw(self.data, track, rng, self.aug) for _ in range(self.views)])
+        x = torch.stack([_draw(self.data, track, rng, self.aug, self.per_draw) for _ in range(self.views)])
         return x, torch.tensor(self.data.train_labels[track])
 
 
