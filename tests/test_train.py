@@ -325,6 +325,13 @@ def test_a_draw_of_cached_segments_is_the_mean_of_distinct_ones(project):
     assert all(torch.equal(again[i][0], x) for i, x in subsets.items())
 
 
+def test_segments_per_draw_without_a_trunk_cache_says_it_is_ignored(project, tmp_path, capsys):
+    params, paths = project
+    p = config.from_dict({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "segments_per_draw": 3}})
+    train.fit(p, _data(paths), tmp_path, progress=False)
+    assert "train.segments_per_draw: 3 is ignored" in capsys.readouterr().out
+
+
 def test_trunk_cache_is_off_with_spectrogram_augmentation(musicnn_project, tmp_path, capsys):
     params, data = musicnn_project
     raw_aug = dataclasses.replace(params.augment, time_mask=dataclasses.replace(params.augment.time_mask, p=0.5))

@@ -151,6 +151,9 @@ def setup(params: Params, data: TrainData, out_dir: str | Path) -> Run:
     mean, std = data.input_stats if models.input_frontend(params.model_params) == "db" else (0.0, 1.0)
     model = embed.build(params.model_params, params.features, mean, std).to(device)
     data.trunk_cache = cache_trunk(model, data, params, device, verbose=rank == 0)
+    if data.trunk_cache is None and tp.segments_per_draw > 1 and rank == 0:
+        print(f"train.segments_per_draw: {tp.segments_per_draw} is ignored: it averages cached trunk "
+              "outputs, and this run trains on crops")
     projection = None
     groups = models.param_groups(model, tp.lr, tp.weight_decay)
     if params.loss in ("contrastive", "supcon"):

@@ -56,11 +56,11 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
     `(views (n_tracks * views * aug.segments, n_mels, segment_frames) float32, index, skipped)`;
     the index has columns row, track_id, view, segment, offset_s.
     """
+    if views <= 0 or not len(tracks):
+        return no_views()
     from songspace import features  # torch and torchaudio: not for `no_views`
 
     fe = features.frontend(frontend_name, params)
-    if views <= 0:
-        tracks = tracks.iloc[:0]
     results = features.map_tracks(_views_one, tracks, (fe, params, aug, views, seed), "augmented views",
                                   workers, progress)
     specs, rows, skipped = [], [], []
@@ -82,8 +82,8 @@ def extract_views(tracks: pd.DataFrame, params: FeatureParams, aug: AugmentParam
 
 
 def no_views() -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """What `extract_views` gives with no views to draw, without importing torch (the `augment`
-    stage reruns whenever a song is added, and draws no views by default)."""
+    """`extract_views` with no views to draw or no tracks: empty, without importing torch (the
+    `augment` stage reruns whenever a song is added, and draws no views by default)."""
     index = pd.DataFrame(columns=["row", "track_id", "view", "segment", "offset_s"])
     return np.zeros((0, 1, 1), np.float32), index, skipped_list.table([])
 
