@@ -75,6 +75,9 @@ CANDIDATES: dict[str, dict | tuple] = {
     "mid-end pools, MLP 512": {"@mid_end": True, "@head_hidden": 512},
     "mid-end pools, no bands, MLP 256": {"@mid_end": True, "@band_stats": False, "@head_hidden": 256},
     "MLP head, 1024 hidden": {"@head_hidden": 1024},
+    "band flux": {"@band_flux": True},
+    "band flux, MLP 256": {"@band_flux": True, "@head_hidden": 256},
+    "band flux, mid-end pools, MLP 256": {"@band_flux": True, "@mid_end": True, "@head_hidden": 256},
     "embedding 256": {"@embedding_dim": 256},
     "embedding 64": {"@embedding_dim": 64},
     "batch-hard mining": {"train.mining": "batch_hard"},
@@ -203,11 +206,15 @@ class Library:
         if library_features.has_trunk(self.features_dir, checkpoint):
             self._trunks[checkpoint] = library_features.load_trunk(self.features_dir, checkpoint)
         else:  # a network the selected model does not read: its outputs from the per-song store
-            # (its mid-end pools, where the store lacks them, computed for the non-test tracks only)
+            # (what the store lacks for the non-test tracks computed first: pools, flux, or all after a code change)
             print(f"{checkpoint}: reading its stored outputs from {self.params.compute.cache_dir}")
             tracks = self.tracks if self.ids is None else self.tracks[self.tracks["track_id"].isin(set(self.ids))]
             self._trunks[checkpoint] = library_features.export_trunk(tracks, self.params, checkpoint,
                                                                      self.workdir / checkpoint)
+            lacking = [t for t in self.ids or [] if t not in self._trunks[checkpoint]]
+            if lacking:
+                raise SystemExit(f"{checkpoint}: the per-song store could not give {len(lacking)} of the "
+                                 f"{len(self.ids)} non-test tracks (first: {lacking[0]})")
         return self._trunks[checkpoint]
 
     def track_means(self, checkpoint: str, rows: list[int], segment_emb=None) -> np.ndarray:

@@ -195,6 +195,9 @@ def test_a_song_too_short_for_the_network_is_skipped_with_its_reason(tmp_path):
     ({"band_stats": False}, "MSD_musicnn~nobands", 200),
     ({"band_stats": False, "mid_end": True, "pretrained": "MSD_musicnn+MTT_musicnn"},
      "MSD_musicnn+MTT_musicnn~nobands~midend", 400 + 2 * musicnn.POOLED_FEATURES),
+    ({"band_flux": True}, "MSD_musicnn~flux", 392 + 96),
+    ({"band_flux": True, "mid_end": True, "pretrained": "MSD_musicnn+MTT_musicnn"},
+     "MSD_musicnn+MTT_musicnn~flux~midend", 592 + 96 + 2 * musicnn.POOLED_FEATURES),
 ])
 def test_the_trunk_file_holds_exactly_the_heads_inputs(tmp_path, monkeypatch, over, name, width):
     """Band statistics and the mid-end pools are in the stored rows only where the head reads them,
@@ -215,6 +218,7 @@ def test_the_trunk_file_holds_exactly_the_heads_inputs(tmp_path, monkeypatch, ov
     np.testing.assert_allclose(rows.array, expected, rtol=1e-4, atol=1e-4)
     stored = set(library_features.plan(params).products(params.compute.cache_dir))
     assert ("pools-MSD_musicnn" in stored) == bool(over.get("mid_end"))
+    assert ("flux" in stored) == bool(over.get("band_flux"))
     assert library_features.load_trunk(tmp_path / "a", name).array.shape[1] == width
     with monkeypatch.context() as m:              # found again: nothing computed, the same bytes
         _no_work(m)
@@ -229,3 +233,5 @@ def test_the_trunk_file_holds_exactly_the_heads_inputs(tmp_path, monkeypatch, ov
 def test_an_unknown_trunk_flag_is_named():
     with pytest.raises(features.FeatureError, match="~bogus"):
         library_features.trunk_parts("MSD_musicnn~bogus")
+    with pytest.raises(features.FeatureError, match="in this order"):  # one name for one set of columns
+        library_features.trunk_parts("MSD_musicnn~midend~flux")

@@ -204,6 +204,23 @@ def test_head_sees_the_penultimate_layer_and_optionally_band_statistics(head_hid
     assert net.trunk_frozen == (params.freeze == "backbone")
 
 
+def test_band_flux_follows_the_band_statistics_and_is_each_bands_mean_absolute_change():
+    params = dataclasses.replace(PARAMS.models["musicnn_msd"], band_flux=True)
+    net = models.build(params, musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()
+    plain = models.build(PARAMS.models["musicnn_msd"], musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()
+    x = _reference_input()[:3]
+    with torch.no_grad():
+        trunk, without = net.trunk(x).numpy(), plain.trunk(x).numpy()
+    assert net.trunk_dim == trunk.shape[1] == 200 + 192 + 96
+    np.testing.assert_array_equal(trunk[:, :392], without)
+    bands = x[:, 0].numpy().astype(np.float64)
+    np.testing.assert_allclose(trunk[:, 392:], np.abs(np.diff(bands, axis=2)).mean(2), rtol=1e-5, atol=1e-5)
+    by_hand = musicnn.band_flux(torch.tensor([[[0.0, 1.0, 3.0, 2.0]], [[5.0, 5.0, 5.0, 5.0]]]))
+    np.testing.assert_allclose(by_hand.numpy(), [[4 / 3], [0.0]])
+    assert musicnn.band_flux(torch.ones(2, 96, 1)).shape == (2, 96)   # one frame: no change, zeros
+    assert not musicnn.band_flux(torch.ones(2, 96, 1)).any()
+
+
 def test_a_trunk_of_both_networks_follows_the_first_with_the_others_penultimate_layer():
     params = dataclasses.replace(PARAMS.models["musicnn_msd"], pretrained="MSD_musicnn+MTT_musicnn")
     net = models.build(params, musicnn.N_MELS, musicnn.WINDOW_FRAMES, seed=0).eval()

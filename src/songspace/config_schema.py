@@ -241,6 +241,8 @@ class ModelParams:
     lr_factor: float = num(1.0, 0, arch=_MUSICNN, help="learning-rate factor of the pretrained layers")
     head_hidden: int = num(0, 0, arch=_MUSICNN, help="hidden units of the embedding head (0: linear head)")
     band_stats: bool = free(False, arch=_MUSICNN, help="the head also sees each mel band's mean and std")
+    band_flux: bool = free(False, arch=_MUSICNN,
+                           help="the head also sees each mel band's mean absolute change from one frame to the next")
     mid_end: bool = free(False, arch=_MUSICNN,
                          help="the head also sees the first network's mid-end features, mean and max over time")
 

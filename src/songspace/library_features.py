@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,28 +36,39 @@ from songspace.models import musicnn
 
 BASELINE_FILE, BASELINE_TABLE = "baselines.npz", "baselines.csv"
 PRETRAINED_BASELINES = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
-NO_BANDS, MID_END = "nobands", "midend"  # the trunk name's flags (after '~')
+NO_BANDS, FLUX, MID_END = "nobands", "flux", "midend"  # the trunk name's flags (after '~'), in this order
 
 
 def trunk_checkpoint(params: Params | ModelParams) -> str | None:
     """The name of the frozen trunk a model reads (None: the model has no frozen trunk), which
     names the features stage's `trunk-<name>` file: its checkpoint(s) ('+'-joined), then
-    `~nobands` for a head without band statistics and `~midend` for one with the mid-end pools
-    (`trunk_parts`); `params`: the whole params (the selected model) or one model's."""
+    `~nobands` for a head without band statistics, `~flux` for one with the band flux and
+    `~midend` for one with the mid-end pools (`trunk_parts`); `params`: the whole params (the
+    selected model) or one model's."""
     mp = params.model_params if isinstance(params, Params) else params
     if mp.arch != "musicnn" or mp.freeze != "backbone":
         return None
-    return mp.pretrained + ("" if mp.band_stats else f"~{NO_BANDS}") + (f"~{MID_END}" if mp.mid_end else "")
+    return (mp.pretrained + ("" if mp.band_stats else f"~{NO_BANDS}") + (f"~{FLUX}" if mp.band_flux else "")
+            + (f"~{MID_END}" if mp.mid_end else ""))
 
 
-def trunk_parts(name: str) -> tuple[list[str], bool, bool]:
-    """A trunk name (`trunk_checkpoint`) -> (its checkpoints, band statistics?, mid-end pools?)."""
+class TrunkParts(NamedTuple):
+    """What a trunk name (`trunk_checkpoint`) holds, in its columns' order."""
+
+    checkpoints: list[str]
+    bands: bool   # the band statistics
+    mid: bool     # the first network's mid-end pools
+    flux: bool    # the band flux
+
+
+def trunk_parts(name: str) -> TrunkParts:
+    """A trunk name (`trunk_checkpoint`) -> its checkpoints and which of its flags it carries."""
     base, *flags = name.split("~")
-    unknown = set(flags) - {NO_BANDS, MID_END}
-    if unknown or len(set(flags)) != len(flags):
-        raise features.FeatureError(f"trunk '{name}': flags must be ~{NO_BANDS} and/or ~{MID_END}, "
-                                    f"got {'~'.join(flags)}")
-    return musicnn.checkpoints_of(base), NO_BANDS not in flags, MID_END in flags
+    order = [NO_BANDS, FLUX, MID_END]
+    if set(flags) - set(order) or flags != sorted(set(flags), key=order.index):
+        raise features.FeatureError(f"trunk '{name}': flags must be some of ~{NO_BANDS}, ~{FLUX}, ~{MID_END} "
+                                    f"in this order, got {'~'.join(flags)}")
+    return TrunkParts(musicnn.checkpoints_of(base), NO_BANDS not in flags, MID_END in flags, FLUX in flags)
 
 
 def trains_on_trunk(params: Params) -> bool:
@@ -71,9 +83,10 @@ def trains_on_trunk(params: Params) -> bool:
 def plan(params: Params, trunk: str | None = None) -> persong.Plan:
     """What every song needs under `params` (and for the trunk named `trunk` too, if given)."""
     logmels = () if trains_on_trunk(params) else (models.input_frontend(params.model_params),)
-    pools = tuple(dict.fromkeys(ckpts[0] for ckpts, _, mid in map(trunk_parts, filter(None, (
-        trunk_checkpoint(params), trunk))) if mid))
-    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, halves_mod.in_use(params.data), pools)
+    parts = [trunk_parts(n) for n in (trunk_checkpoint(params), trunk) if n]
+    pools = tuple(dict.fromkeys(p.checkpoints[0] for p in parts if p.mid))
+    return persong.Plan(params.features, logmels, musicnn.CHECKPOINTS, halves_mod.in_use(params.data), pools,
+                        flux=any(p.flux for p in parts))
 
 
 def song_key(tracks: pd.DataFrame) -> pd.Series:
@@ -158,16 +171,15 @@ def export_trunk(tracks: pd.DataFrame, params: Params, checkpoint: str, out_dir:
     """The stored outputs of the trunk named `checkpoint` (`trunk_checkpoint`: of the plan's
     networks, whether or not the selected model reads it) for the tracks the store holds, written
     as the features stage writes its own trunk file; for studies that compare networks and heads
-    (`benchmarks/heads.py`). Mid-end pools the store lacks are computed first for the tracks whose
-    trunk outputs it holds."""
-    ckpts, _, mid = trunk_parts(checkpoint)
+    (`benchmarks/heads.py`). What the store lacks for these tracks (mid-end pools or band flux that
+    the features stage did not keep, or everything, after a change of the code that shapes it) is
+    computed first; a track that cannot be decoded is left out."""
+    ckpts, _, mid, flux = trunk_parts(checkpoint)
     the_plan = plan(params, checkpoint)
     products = the_plan.products(params.compute.cache_dir)
-    names = [f"trunk-{c}" for c in ckpts] + ([f"pools-{ckpts[0]}"] if mid else [])
+    names = [f"trunk-{c}" for c in ckpts] + ([f"pools-{ckpts[0]}"] if mid else []) + (["flux"] if flux else [])
     keys = song_key(tracks)
-    if mid:
-        held = np.array([products[f"trunk-{ckpts[0]}"].has(k) for k in keys], bool)
-        fill_store(tracks[held], keys[held], params, progress=True, the_plan=the_plan)
+    fill_store(tracks, keys, params, progress=True, the_plan=the_plan)
     have = [(t, k) for t, k in zip(tracks["track_id"].astype(str), keys)
             if all(products[name].has(k) for name in names)]
     out = Path(out_dir)
@@ -199,17 +211,19 @@ def _parts(the_plan: persong.Plan, track_id: str):
 def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
     """The trunk file named `ckpt` (`trunk_checkpoint`), in the columns of
     `musicnn.MusicnnEmbedding.trunk`: the first network's penultimate layer, the band statistics
-    (unless `~nobands`), each other network's penultimate layer (several joined by '+': the
-    model's `others`), then the first network's mid-end pools (`~midend`)."""
-    (first, *others), bands, mid = trunk_parts(ckpt)
+    (unless `~nobands`), the band flux (`~flux`), each other network's penultimate layer (several
+    joined by '+': the model's `others`), then the first network's mid-end pools (`~midend`)."""
+    (first, *others), bands, mid, flux = trunk_parts(ckpt)
     rows, index = [], []
     for track_id, key in songs:
         entries = {(part, c): products[f"trunk{part}-{c}"].load(key)
                    for part in the_plan.parts for c in (first, *others)}
         pools = {part: products[f"pools{part}-{first}"].load(key) for part in the_plan.parts} if mid else {}
+        fluxes = {part: products[f"flux{part}"].load(key) for part in the_plan.parts} if flux else {}
         for part, akey, pid in _parts(the_plan, track_id):
             r, offs = entries[part, first][f"rows{akey}"], entries[part, first][f"offsets{akey}"]
             cols = [r if bands else r[:, :musicnn.PENULTIMATE_UNITS],
+                    *([fluxes[part][f"rows{akey}"]] if flux else []),
                     *(entries[part, c][f"rows{akey}"][:, :musicnn.PENULTIMATE_UNITS] for c in others),
                     *([pools[part][f"rows{akey}"]] if mid else [])]
             rows.append(np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0])
@@ -220,9 +234,9 @@ def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
 
 def persong_dim(ckpt: str = "MSD_musicnn") -> int:
     """The width of the rows of the trunk named `ckpt` (`musicnn.MusicnnEmbedding.trunk_dim`)."""
-    ckpts, bands, mid = trunk_parts(ckpt)
+    ckpts, bands, mid, flux = trunk_parts(ckpt)
     return (musicnn.PENULTIMATE_UNITS * len(ckpts) + (2 * musicnn.N_MELS if bands else 0)
-            + (2 * musicnn.POOLED_FEATURES if mid else 0))
+            + (musicnn.N_MELS if flux else 0) + (2 * musicnn.POOLED_FEATURES if mid else 0))
 
 
 def _write_baselines(out: Path, the_plan, products, songs) -> None:

@@ -9,8 +9,9 @@ audio and by exactly the settings and code that shape it:
 | `handcrafted`           | log-mel and MFCC statistics of the `db` segments              | all of `features`                           |
 | `trunk-<checkpoint>`    | per segment: the pretrained network's 200-unit penultimate layer and each mel band's mean and std `(segments, 392)` float32 | features.{segment_hop_seconds, max_segments}, the weights |
 | `pools-<checkpoint>`    | per segment: the network's mid-end features, mean then max over time `(segments, 1506)` float32; only for a model with `mid_end` | the same as `trunk-<checkpoint>` |
+| `flux`                  | per segment: each musicnn mel band's mean absolute change from frame to frame `(segments, 96)` float32; only for a model with `band_flux` | features.{segment_hop_seconds, max_segments} |
 
-With `data.labels: none` the last three are also kept for each half of the track (`-halves`).
+With `data.labels: none` the last four are also kept for each half of the track (`-halves`).
 Whole-track log-mels are kept only when the model trains on crops anywhere in the track (a
 model whose backbone is not frozen); otherwise only the segments' outputs are kept, about
 26 KB per song and network.
@@ -47,6 +48,7 @@ class Plan:
     networks: tuple[str, ...] = musicnn.CHECKPOINTS         # checkpoints whose segment outputs are kept
     halves: bool = False                                    # also each half's (data.labels: none)
     pools: tuple[str, ...] = ()                             # checkpoints whose mid-end pools are kept
+    flux: bool = False                                      # each segment's band flux is kept
 
     def products(self, root: str | Path) -> dict[str, songstore.Product]:
         """name -> its `songstore.Product` under `root`."""
@@ -59,6 +61,8 @@ class Plan:
                                                     CODE + (NETWORK_CODE if fe == "musicnn" else ()))
         for part in self.parts:
             out[f"handcrafted{part}"] = songstore.Product(root, f"handcrafted{part}", fp, CODE + BASELINE_CODE)
+            if self.flux:
+                out[f"flux{part}"] = songstore.Product(root, f"flux{part}", grid, CODE + NETWORK_CODE)
             for ckpt in self.networks:
                 files = tuple(str(p) for p in sorted(musicnn_weights.checkpoint_dir(ckpt).iterdir()) if p.is_file())
                 for kind in ("trunk",) + (("pools",) if ckpt in self.pools else ()):
@@ -117,7 +121,7 @@ class SongWorker:
         for name in ("db", "musicnn"):
             fe = features.frontend(name, plan.features)
             wanted = [n for n in need if n == f"logmel-{name}" or
-                      (n.startswith("handcrafted") if name == "db" else n.startswith(("trunk", "pools")))]
+                      (n.startswith("handcrafted") if name == "db" else n.startswith(("trunk", "pools", "flux")))]
             if not wanted:
                 continue
             spec = self._spectrogram(path, fe, waves)
@@ -130,6 +134,10 @@ class SongWorker:
                     segs = np.asarray(windows[:], np.float32)
                     if name == "db" and f"handcrafted{part}" in need:
                         out.setdefault(f"handcrafted{part}", {}).update(_handcrafted(segs, key))
+                    if name == "musicnn" and f"flux{part}" in need:
+                        out.setdefault(f"flux{part}", {}).update(
+                            {f"rows{key}": musicnn.band_flux(torch.from_numpy(segs)).numpy(),
+                             f"offsets{key}": index["offset_s"].to_numpy(np.float64)})
                     for ckpt in plan.networks:
                         wanted = [k for k in ("trunk", "pools") if f"{k}{part}-{ckpt}" in need]
                         if name != "musicnn" or not wanted:

@@ -279,6 +279,14 @@ class Penultimate(nn.Module):
 # ---------------------------------------------------------------- backbone for metric learning
 
 
+def band_flux(bands: torch.Tensor) -> torch.Tensor:
+    """`(batch, bands, frames)` log-mels -> `(batch, bands)`: each band's mean absolute change
+    from one frame to the next (0 for a single frame)."""
+    if bands.shape[-1] < 2:
+        return bands.new_zeros(bands.shape[:-1])
+    return bands.diff(dim=-1).abs().mean(-1)
+
+
 class MusicnnEmbedding(nn.Module):
     """Pretrained musicnn up to its penultimate layer + a new embedding head:
     `(batch, 1, 96, frames)` log-mels (`logmel`) -> `(batch, embedding_dim)`.
@@ -286,13 +294,15 @@ class MusicnnEmbedding(nn.Module):
     `forward(x) = head(trunk(x))`. The trunk is the 200-unit penultimate layer, followed with
     `band_stats` by each mel band's mean and standard deviation over the segment's frames (the
     timbre summary that log-mel statistics capture and the tag-trained layers partly discard),
+    then with `band_flux` by each band's mean absolute change from one frame to the next
+    (`band_flux`: how fast the sound moves in each band, which a mean and a deviation do not tell),
     then by the penultimate layers of `others` more pretrained networks (`others`: their count;
     `build_musicnn` loads a checkpoint into each), then with `mid_end` by the first network's
     mid-end features pooled over the segment's time, mean then max (753 + 753: the layer below the
     penultimate one, before the tag-trained dense layer reduces it to 200).
     The head is a linear layer (`head_hidden` 0), or, with `head_hidden` units, batch-norm
     standardisation of the trunk's output, a hidden ReLU layer and the linear output; with
-    `band_stats` or `mid_end` and no hidden layer, standardisation and the linear output.
+    `band_stats`, `band_flux` or `mid_end` and no hidden layer, standardisation and the linear output.
 
     `freeze` names the pretrained part that gets no gradient: "none", "frontend" (input batch
     norm and the timbral/temporal filters) or "backbone" (everything but the head). Frozen parts
@@ -306,7 +316,8 @@ class MusicnnEmbedding(nn.Module):
     normalise_input = False
 
     def __init__(self, embedding_dim: int = 128, freeze: str = "none", lr_factor: float = 1.0,
-                 head_hidden: int = 0, band_stats: bool = False, others: int = 0, mid_end: bool = False):
+                 head_hidden: int = 0, band_stats: bool = False, others: int = 0, mid_end: bool = False,
+                 band_flux: bool = False):
         super().__init__()
         if freeze not in FREEZE:
             raise ModelError(f"freeze '{freeze}' is unknown; choose one of: {', '.join(FREEZE)}")
@@ -316,10 +327,10 @@ class MusicnnEmbedding(nn.Module):
             raise ModelError(f"head_hidden must be >= 0, got {head_hidden}")
         self.backbone = Musicnn(n_tags=None)
         self.others = nn.ModuleList(Musicnn(n_tags=None) for _ in range(others))
-        self.band_stats, self.mid_end = bool(band_stats), bool(mid_end)
+        self.band_stats, self.mid_end, self.band_flux = bool(band_stats), bool(mid_end), bool(band_flux)
         self.trunk_dim = (PENULTIMATE_UNITS * (1 + others) + (2 * N_MELS if self.band_stats else 0)
-                          + (2 * POOLED_FEATURES if self.mid_end else 0))
-        if head_hidden == 0 and not (self.band_stats or self.mid_end):
+                          + (N_MELS if self.band_flux else 0) + (2 * POOLED_FEATURES if self.mid_end else 0))
+        if head_hidden == 0 and not (self.band_stats or self.mid_end or self.band_flux):
             self.head: nn.Module = nn.Linear(self.trunk_dim, embedding_dim)
         else:
             layers: list[nn.Module] = [nn.BatchNorm1d(self.trunk_dim, affine=False)]
@@ -356,9 +367,11 @@ class MusicnnEmbedding(nn.Module):
         """`(batch, 1, 96, frames)` -> `(batch, trunk_dim)`: the input of the head."""
         first = self.backbone(x)
         parts = [first.penultimate]
+        bands = x.flatten(1, -2)  # (batch, 96, frames)
         if self.band_stats:
-            bands = x.flatten(1, -2)  # (batch, 96, frames)
             parts += [bands.mean(-1), bands.std(-1, correction=0)]
+        if self.band_flux:
+            parts.append(band_flux(bands))
         parts += [net.penultimate(x) for net in self.others]
         if self.mid_end:
             parts += [first.mean_pool, first.max_pool]
@@ -382,7 +395,7 @@ def build_musicnn(params, n_mels: int, frames: int) -> MusicnnEmbedding:
     names = checkpoints_of(params.pretrained)
     model = MusicnnEmbedding(params.embedding_dim, params.freeze, params.lr_factor,
                              params.head_hidden, params.band_stats, others=len(names) - 1,
-                             mid_end=params.mid_end)
+                             mid_end=params.mid_end, band_flux=params.band_flux)
     if not next(model.head.parameters()).is_meta:
         for net, name in zip((model.backbone, *model.others), names):
             load_weights(net, name)
