@@ -3,6 +3,7 @@ the same bytes whether it was computed now, earlier, or in other processes."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from songspace import config, embed, features, filecheck, library_features, persong
 from songspace.groundtruth import halves
-from songspace.models import musicnn
+from songspace.models import musicnn, musicnn_head
 from tests.conftest import write_tone
 
 PARAMS = {
@@ -97,6 +98,20 @@ def test_a_setting_recomputes_only_the_products_it_shapes(tmp_path):
         assert after[f"trunk-{ckpt}"].missing(keys) == []
     fewer = _params(tmp_path, **{"features.max_segments": 2})  # the segments: every product
     assert library_features.plan(fewer).products(params.compute.cache_dir)["trunk-MSD_musicnn"].missing(keys)
+
+
+def test_the_heads_settings_and_code_stamp_no_stored_network_output(tmp_path):
+    """What the head reads and how it is built live apart from the network (`musicnn_head`): a
+    change to either leaves every song's stored network outputs valid."""
+    plain = library_features.plan(_params(tmp_path)).products(tmp_path / "cache")
+    other = _params(tmp_path, **{"models.frozen": {**PARAMS["models"]["frozen"], "band_flux": True, "head_hidden": 64}})
+    more = library_features.plan(other).products(tmp_path / "cache")
+    assert set(more) == set(plain) | {"flux"}
+    assert all(more[n].dir == plain[n].dir for n in plain)
+    everything = persong.Plan(other.features, ("db", "musicnn"), musicnn.CHECKPOINTS, True, musicnn.CHECKPOINTS, True)
+    head_file = Path(inspect.getfile(musicnn_head.MusicnnEmbedding)).name
+    assert head_file != Path(musicnn.__file__).name
+    assert not [n for n, p in everything.products(tmp_path / "cache").items() if head_file in p.about["code"]]
 
 
 def test_the_stored_trunk_is_the_models_own_trunk(tmp_path):

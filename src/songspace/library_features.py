@@ -210,7 +210,7 @@ def _parts(the_plan: persong.Plan, track_id: str):
 
 def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
     """The trunk file named `ckpt` (`trunk_checkpoint`), in the columns of
-    `musicnn.MusicnnEmbedding.trunk`: the first network's penultimate layer, the band statistics
+    `musicnn_head.MusicnnEmbedding.trunk`: the first network's penultimate layer, the band statistics
     (unless `~nobands`), the band flux (`~flux`), each other network's penultimate layer (several
     joined by '+': the model's `others`), then the first network's mid-end pools (`~midend`)."""
     (first, *others), bands, mid, flux = trunk_parts(ckpt)
@@ -233,7 +233,7 @@ def _write_trunk(out: Path, ckpt: str, the_plan, products, songs) -> None:
 
 
 def persong_dim(ckpt: str = "MSD_musicnn") -> int:
-    """The width of the rows of the trunk named `ckpt` (`musicnn.MusicnnEmbedding.trunk_dim`)."""
+    """The width of the rows of the trunk named `ckpt` (`musicnn_head.MusicnnEmbedding.trunk_dim`)."""
     ckpts, bands, mid, flux = trunk_parts(ckpt)
     return (musicnn.PENULTIMATE_UNITS * len(ckpts) + (2 * musicnn.N_MELS if bands else 0)
             + (musicnn.N_MELS if flux else 0) + (2 * musicnn.POOLED_FEATURES if mid else 0))

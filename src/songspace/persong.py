@@ -150,7 +150,7 @@ class SongWorker:
 
     def _trunk(self, ckpt: str, segs: np.ndarray) -> dict[str, np.ndarray]:
         """`(segments, 96, frames)` -> trunk: `(segments, 392)`, the penultimate layer, then each
-        band's mean and std over the segment's frames (`musicnn.MusicnnEmbedding.trunk` with
+        band's mean and std over the segment's frames (`musicnn_head.MusicnnEmbedding.trunk` with
         band_stats); pools: `(segments, 1506)`, the mid-end's mean and max over time."""
         x = torch.from_numpy(segs).unsqueeze(1).to(self.device)
         with torch.no_grad():

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from songspace.config import ModelParams
 from songspace.frontends import Frontend
-from songspace.models import musicnn
+from songspace.models import musicnn, musicnn_head
 from songspace.models.cnn import THESIS_CNNS, ModelError, build_cnn, build_cnn_bn
 from songspace.models.resnet import THESIS_RESNETS, build_resnet
 
@@ -40,7 +40,7 @@ ARCHS: dict[str, Builder] = {
     "cnn": build_cnn,
     "cnn_bn": build_cnn_bn,
     "resnet": build_resnet,
-    "musicnn": musicnn.build_musicnn,
+    "musicnn": musicnn_head.build_musicnn,
 }
 
 # Archs that take their own input instead of the features stage's log-mel: arch -> its front end
@@ -121,7 +121,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
     """
     pretrained: dict[int, float] = {}
     for module in model.modules():
-        if isinstance(module, musicnn.MusicnnEmbedding):
+        if isinstance(module, musicnn_head.MusicnnEmbedding):
             pretrained.update({id(p): module.lr_factor for p in module.pretrained_parameters()})
     groups: dict[float, list[nn.Parameter]] = {}
     for p in model.parameters():
