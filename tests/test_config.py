@@ -225,11 +225,11 @@ def test_a_model_needs_a_known_arch(tmp_path, capsys):
 def test_the_declared_names_are_the_registries():
     from songspace import augment, distances, models
     from songspace.groundtruth import files
-    from songspace.models import musicnn, resnet
+    from songspace.models import musicnn, musicnn_head, resnet
 
     assert set(config.ARCHS) == set(models.ARCHS) and config.CNN_ARCHS == ("cnn", "cnn_bn")
     assert config.RESNET_DEPTHS == tuple(resnet.DEPTHS)
-    assert musicnn.CHECKPOINTS is config.PRETRAINED and musicnn.FREEZE is config.FREEZE
+    assert musicnn.CHECKPOINTS is config.PRETRAINED and musicnn_head.FREEZE is config.FREEZE
     assert files.SPLIT_METHODS is config.SPLIT_METHODS and augment.RESAMPLE_STEP_HZ == config.RESAMPLE_STEP_HZ
     with pytest.raises(ValueError, match="p >= 1"):
         distances.get("minkowski").pairwise(np.zeros((1, 2)), np.zeros((1, 2)), p=config.MINKOWSKI_MIN_P - 0.5)
